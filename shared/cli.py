@@ -1,0 +1,124 @@
+"""The ``recsys`` command line: the composition root that mounts every part's commands.
+
+Each part exposes ``register(app)`` in its own ``cli`` module; heavy libraries (Feast, MLflow,
+LightGBM) are imported inside the command bodies so ``recsys --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import typer
+
+from shared.console import console, step
+from shared.errors import UserInputError
+
+PART_CLI_MODULES = ("zadanie1.cli", "zadanie2.cli", "zadanie3.cli", "zadanie4.cli")
+
+data_app = typer.Typer(help="Event data: generate the synthetic shop, validate a file.", no_args_is_help=True)
+
+
+@data_app.command("generate")
+def generate_command(
+    users: int = typer.Option(3000, min=10, help="Users active in the period."),
+    products: int = typer.Option(1500, min=10, help="Products in the catalogue."),
+    days: int = typer.Option(28, min=1, help="Length of the period in days."),
+    seed: int = typer.Option(42, help="Random seed; equal seeds give equal files."),
+    out: Path | None = typer.Option(None, help="Events file (.parquet, .csv, .csv.gz); default data/events.parquet."),
+    ground_truth: Path | None = typer.Option(None, help="Ground-truth folder; default data/ground_truth."),
+) -> None:
+    """Generate a synthetic event log and its ground-truth click model."""
+    from shared.data_generator import GeneratorConfig, generate, write_events
+    from shared.settings import load_shared_settings
+
+    settings = load_shared_settings()
+    out = out or settings.default_events_path
+    ground_truth = ground_truth or settings.ground_truth_dir
+    with step(f"generate {users:,} users x {products:,} products x {days} days (seed {seed})"):
+        data = generate(GeneratorConfig(n_users=users, n_products=products, days=days, seed=seed))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_events(data.events, out)
+    data.ground_truth.save(ground_truth)
+    console.print(f"wrote {len(data.events):,} events to {out} and the ground truth to {ground_truth}")
+
+
+@data_app.command("validate")
+def validate_command(
+    path: Path = typer.Argument(..., help="Events file (CSV, CSV.gz or Parquet)."),
+    drop_unknown_event_types: bool = typer.Option(False, help="Drop rows with unknown event types (counted)."),
+) -> None:
+    """Check an events file against the schema and print the validation summary."""
+    from shared.event_loader import load_events, summary_counts
+
+    loaded = load_events(path, drop_unknown_event_types=drop_unknown_event_types)
+    for line in loaded.summary.lines():
+        console.print(line)
+    for name, value in summary_counts(loaded.events).items():
+        console.print(f"{name}: {value:,}")
+    if len(loaded.events):
+        times = loaded.events["event_time"]
+        console.print(f"period: {times.min()} .. {times.max()}")
+
+
+@data_app.command("features")
+def features_summary_command(
+    events: Path | None = typer.Option(None, help="Events file; default data/events.parquet."),
+    cutoff: str | None = typer.Option(None, help="As-of time (ISO); default: just after the last event."),
+) -> None:
+    """Compute every feature view as of a cutoff and print a summary (rows, defaults, ranges)."""
+    import pandas as pd
+
+    from shared.event_loader import load_events
+    from shared.feature_computation import compute_feature_tables
+    from shared.settings import load_shared_settings
+
+    path = events or load_shared_settings().default_events_path
+    loaded = load_events(path)
+    if loaded.events.empty:
+        raise UserInputError(f"{path}: no events left after validation")
+    as_of = pd.Timestamp(cutoff) if cutoff else loaded.events["event_time"].max() + pd.Timedelta(seconds=1)
+    with step(f"compute feature views as of {as_of}"):
+        tables = compute_feature_tables(loaded.events, as_of)
+    for name in ("user_stats", "product_stats", "category_stats", "user_product_interactions"):
+        table = getattr(tables, name)
+        numeric = table.select_dtypes("number")
+        console.print(f"{name}: {len(table):,} rows x {table.shape[1]} features")
+        for column in list(numeric.columns)[:4]:
+            values = numeric[column]
+            console.print(f"  {column}: mean {values.mean():.3f}, min {values.min():.3f}, max {values.max():.3f}")
+
+
+def build_app() -> typer.Typer:
+    """The root ``recsys`` app with the data commands and every installed part's commands."""
+    app = typer.Typer(
+        name="recsys",
+        help="Personalized e-commerce recommendations: data, EDA, training, features, registry, serving.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    app.add_typer(data_app, name="data")
+    for module_name in PART_CLI_MODULES:
+        if importlib.util.find_spec(module_name) is not None:
+            importlib.import_module(module_name).register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes print one line and exit 2; no tracebacks for them.
+
+    Usage errors (bad option, missing argument) are reported by Typer itself, also with exit 2.
+    """
+    app = build_app()
+    try:
+        app(args=argv, prog_name="recsys")
+    except UserInputError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Load and validate an event log (CSV, CSV.gz or Parquet in the REES46 schema).
+
+Every later stage trusts the frame returned here, so all checks live in one place:
+required columns, parsable UTC timestamps, a known event-type vocabulary and integer ids.
+Bad input raises :class:`EventDataError` with the file, the column and up to five offending
+rows; recoverable problems (null ids, exact duplicates, optionally unknown event types) are
+dropped and counted in a :class:`ValidationSummary`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shared import column_names as col
+from shared.errors import EventDataError
+
+MAX_EXAMPLES = 5
+_SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+ID_COLUMNS = (col.PRODUCT_ID, col.USER_ID)
+
+
+@dataclass
+class ValidationSummary:
+    """What happened to the rows of one events file."""
+
+    source: str
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str, count: int) -> None:
+        if count:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
+
+    def lines(self) -> list[str]:
+        out = [f"source: {self.source}", f"rows read: {self.rows_read:,}", f"rows kept: {self.rows_kept:,}"]
+        out += [f"dropped ({reason}): {count:,}" for reason, count in sorted(self.dropped.items())]
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "dropped": dict(self.dropped),
+        }
+
+
+@dataclass
+class LoadedEvents:
+    events: pd.DataFrame
+    summary: ValidationSummary
+
+
+def load_events(path: str | Path, *, drop_unknown_event_types: bool = False) -> LoadedEvents:
+    """Read ``path`` (CSV, CSV.gz or Parquet) and return the validated, typed, time-sorted events."""
+    path = Path(path)
+    if not path.exists():
+        raise EventDataError(f"{path}: file not found")
+    if not path.is_file():
+        raise EventDataError(f"{path}: not a file")
+    raw = _read_raw(path)
+    return validate_events(raw, source=str(path), drop_unknown_event_types=drop_unknown_event_types)
+
+
+def _read_raw(path: Path) -> pd.DataFrame:
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        if name.endswith((".csv", ".csv.gz")):
+            return pd.read_csv(path, dtype=str, keep_default_na=True, na_values=[""])
+    except (OSError, ValueError, UnicodeDecodeError, EOFError) as exc:  # pyarrow/zlib errors subclass these
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EventDataError(f"{path}: cannot read file ({first_line})") from exc
+    except Exception as exc:  # pyarrow.ArrowInvalid and friends
+        raise EventDataError(f"{path}: cannot read file ({type(exc).__name__}: {exc})") from exc
+    raise EventDataError(f"{path}: unsupported file type; expected one of {', '.join(_SUPPORTED_SUFFIXES)}")
+
+
+def validate_events(
+    raw: pd.DataFrame, *, source: str = "<frame>", drop_unknown_event_types: bool = False
+) -> LoadedEvents:
+    """Validate an in-memory frame with the event columns; same rules as :func:`load_events`."""
+    summary = ValidationSummary(source=source, rows_read=len(raw))
+    missing = [c for c in col.REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise EventDataError(
+            f"{source}: missing required column(s) {', '.join(missing)}; "
+            f"found columns: {', '.join(map(str, raw.columns)) or '(none)'}"
+        )
+    frame = raw.reset_index(drop=True)
+    out = pd.DataFrame(index=frame.index)
+
+    out[col.EVENT_TIME] = _parse_timestamps(frame[col.EVENT_TIME], source)
+    event_type, unknown_mask = _parse_event_types(frame[col.EVENT_TYPE], source, drop_unknown_event_types)
+    out[col.EVENT_TYPE] = event_type
+    for id_column in ID_COLUMNS:
+        out[id_column] = _parse_integer_ids(frame[id_column], id_column, source)
+
+    out[col.CATEGORY_ID] = (
+        _parse_integer_ids(frame[col.CATEGORY_ID], col.CATEGORY_ID, source)
+        if col.CATEGORY_ID in frame
+        else pd.array([pd.NA] * len(frame), dtype="Int64")
+    )
+    for text_column in (col.CATEGORY_CODE, col.BRAND, col.USER_SESSION):
+        out[text_column] = (
+            frame[text_column].astype("string").str.strip().replace("", pd.NA)
+            if text_column in frame
+            else pd.array([pd.NA] * len(frame), dtype="string")
+        )
+    out[col.PRICE] = (
+        _parse_prices(frame[col.PRICE], source) if col.PRICE in frame else np.full(len(frame), np.nan, "float32")
+    )
+
+    keep = ~unknown_mask
+    summary.drop("unknown event_type", int(unknown_mask.sum()))
+    null_ids = out[list(ID_COLUMNS)].isna().any(axis=1) & keep
+    summary.drop("null user_id or product_id", int(null_ids.sum()))
+    keep &= ~null_ids
+    out = out[keep]
+
+    duplicated = out.duplicated(keep="first")
+    summary.drop("exact duplicate", int(duplicated.sum()))
+    out = out[~duplicated]
+
+    for id_column in ID_COLUMNS:
+        out[id_column] = out[id_column].astype("int64")
+    out = out.sort_values(col.EVENT_TIME, kind="stable").reset_index(drop=True)
+    out = out[list(col.ALL_COLUMNS)]
+    summary.rows_kept = len(out)
+    return LoadedEvents(events=out, summary=summary)
+
+
+def _examples(values: pd.Series, mask: pd.Series | np.ndarray) -> str:
+    bad = values[np.asarray(mask)].head(MAX_EXAMPLES)
+    return ", ".join(f"row {int(i) + 1}: {v!r}" for i, v in bad.items())
+
+
+def _parse_timestamps(values: pd.Series, source: str) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+    else:
+        text = values.astype("string").str.strip().str.replace(r"\s*UTC$", "", regex=True)
+        parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    bad = parsed.isna()
+    if bad.any():
+        raise EventDataError(
+            f"{source}: column {col.EVENT_TIME}: {int(bad.sum()):,} unparsable timestamp(s) "
+            f"(expected '2019-10-01 00:00:00 UTC' or ISO 8601): {_examples(values, bad)}"
+        )
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _parse_event_types(values: pd.Series, source: str, drop_unknown: bool) -> tuple[pd.Series, pd.Series]:
+    text = values.astype("string").str.strip().str.lower()
+    unknown = ~text.isin(col.EVENT_TYPES) | text.isna()
+    unknown = unknown.fillna(True).astype(bool)
+    if unknown.any() and not drop_unknown:
+        raise EventDataError(
+            f"{source}: column {col.EVENT_TYPE}: {int(unknown.sum()):,} row(s) with unknown event type "
+            f"(allowed: {', '.join(col.EVENT_TYPES)}; use --drop-unknown-event-types to drop them): "
+            f"{_examples(values, unknown)}"
+        )
+    categorical = pd.Categorical(text.where(~unknown), categories=list(col.EVENT_TYPES))
+    return pd.Series(categorical, index=values.index), unknown
+
+
+def _parse_integer_ids(values: pd.Series, column: str, source: str) -> pd.Series:
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype("Int64")
+    text = values.astype("string").str.strip().replace("", pd.NA)
+    numbers = pd.to_numeric(text, errors="coerce")
+    not_integer = (text.notna() & (numbers.isna() | (numbers != np.floor(numbers)))).fillna(False)
+    if not_integer.any():
+        raise EventDataError(
+            f"{source}: column {column}: {int(not_integer.sum()):,} non-integer id(s): {_examples(values, not_integer)}"
+        )
+    # Parse the text exactly: float64 would round ids above 2**53 (REES46 category ids are ~2e18).
+    return text.astype("Int64")
+
+
+def _parse_prices(values: pd.Series, source: str) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("float32").to_numpy()
+    text = values.astype("string").str.strip().replace("", pd.NA)
+    numbers = pd.to_numeric(text, errors="coerce")
+    bad = (text.notna() & numbers.isna()).fillna(False)
+    if bad.any():
+        raise EventDataError(
+            f"{source}: column {col.PRICE}: {int(bad.sum()):,} non-numeric price(s): {_examples(values, bad)}"
+        )
+    return numbers.astype("float32").to_numpy()
+
+
+def summary_counts(events: pd.DataFrame) -> Mapping[str, int]:
+    """Headline counts of a validated frame (for printing)."""
+    counts = events[col.EVENT_TYPE].value_counts()
+    return {
+        "events": len(events),
+        "users": int(events[col.USER_ID].nunique()),
+        "products": int(events[col.PRODUCT_ID].nunique()),
+        **{f"{t}s": int(counts.get(t, 0)) for t in col.EVENT_TYPES},
+    }
