@@ -13,7 +13,7 @@ PORT ?= 8000
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help venv demo test lint format serve mlflow-ui clean
+.PHONY: help venv demo test lint format serve mlflow-ui up down clean
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,15 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 format: $(STAMP) ## Apply ruff formatting and autofixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+serve: $(STAMP) ## Run the inference service on $(HOST):$(PORT) (after make demo); docs at /docs, metrics at /metrics
+	$(RECSYS) serve --host $(HOST) --port $(PORT)
+
+up: ## Build and start the whole system with Docker Compose (needs Docker and .env, see .env.example)
+	docker compose up -d --build
+
+down: ## Stop the Docker Compose system (volumes kept; docker compose down -v deletes them)
+	docker compose down
 
 clean: ## Remove generated data and artifacts (keeps .venv)
 	rm -rf data artifacts

@@ -332,14 +332,19 @@ def joined_feature_columns(pairs: pd.DataFrame, tables: FeatureTables) -> dict[s
     product_pos = tables.product_stats.index.get_indexer(products)
     for spec in fd.features_of(fd.PRODUCT_STATS):
         out[spec.name] = _take(tables.product_stats[spec.name].to_numpy(dtype="float64"), product_pos)
-    category = out["product_category_id"]
+    # Category ids stay int64 for the lookup: REES46-style ids (~2e18) do not survive a float64 round trip.
+    known = tables.product_stats["product_category_id"].to_numpy(dtype="int64")
+    category = (
+        np.where(product_pos >= 0, known[np.clip(product_pos, 0, None)], fd.UNKNOWN_ID)
+        if len(known)
+        else np.full(len(products), fd.UNKNOWN_ID, dtype="int64")
+    )
     if col.CATEGORY_ID in pairs:
-        given = pairs[col.CATEGORY_ID].astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
-        category = np.where(np.isnan(category) | (category < 0), given, category)
-    category = np.where(np.isnan(category), fd.UNKNOWN_ID, category)
-    out["product_category_id"] = category
+        given = pairs[col.CATEGORY_ID].astype("Int64").to_numpy(dtype="int64", na_value=fd.UNKNOWN_ID)
+        category = np.where(category < 0, given, category)
+    out["product_category_id"] = category.astype("float64")
 
-    category_pos = tables.category_stats.index.get_indexer(category.astype("int64"))
+    category_pos = tables.category_stats.index.get_indexer(category)
     for spec in fd.features_of(fd.CATEGORY_STATS):
         out[spec.name] = _take(tables.category_stats[spec.name].to_numpy(dtype="float64"), category_pos)
 

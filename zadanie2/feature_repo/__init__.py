@@ -1,0 +1,1 @@
+"""The Feast feature repository: definitions generated from ``shared.feature_definitions``."""
