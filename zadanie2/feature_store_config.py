@@ -53,8 +53,8 @@ def render_feature_store_yaml(settings: FeatureStoreSettings) -> str:
 
 
 def write_feature_store_yaml(settings: FeatureStoreSettings) -> Path:
-    """Write the yaml into the repo folder (for the ``feast`` CLI); returns its path."""
-    path = settings.paths()["repo"] / YAML_NAME
+    """Write the yaml for the ``feast`` CLI (``feast -c <folder> serve``); returns its path."""
+    path = settings.paths()["cli_repo"] / YAML_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render_feature_store_yaml(settings)
     if not path.exists() or path.read_text() != text:

@@ -71,6 +71,9 @@ class FeatureStoreSettings(BaseSettings):
         assert self.events_path and self.realtime_event_log_dir
         return {
             "repo": self.repo_path.resolve(),
+            # The generated yaml for the `feast` CLI (`feast -c <dir> serve`) lives with the store's files,
+            # not in the package folder: that may be read-only (installed images) and is shared by stores.
+            "cli_repo": (self.features_dir / f"feast_cli_{self.online_store_kind}").resolve(),
             "features": self.features_dir.resolve(),
             "registry": self.registry_path.resolve(),
             "offline": self.offline_dir.resolve(),

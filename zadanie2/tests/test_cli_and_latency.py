@@ -47,7 +47,7 @@ def test_build_apply_materialize_check_push(
     features = cli_env / "artifacts" / "features"
     consistency = json.loads((features / "consistency.json").read_text())
     assert consistency["mismatches"] == 0 and consistency["online_store"] == kind
-    assert (cli_env / "repo" / "feature_store.yaml").exists()
+    assert (features / f"feast_cli_{kind}" / "feature_store.yaml").exists()
     assert json.loads((features / f"materialization_{kind}.json").read_text())["mode"] == "incremental"
     # a pushed event changes that user's online row, so the next check must fail (exit 1) until a
     # rebuild + incremental materialization brings offline and online together again
