@@ -1,0 +1,269 @@
+"""Honest offline evaluation: train on the events before a holdout, recommend with the serving core, score the holdout.
+
+* The cutoff is a UTC midnight: ``--holdout-days N`` holds out the last N whole days (the midnight
+  after the last event minus N days); ``--holdout-fraction F`` floors the time that leaves the
+  last F of events to its midnight.
+* The ranker is trained only on events before the cutoff (train + validation windows inside
+  that period, see ``ranker_training``); the better LightGBM variant on validation is used.
+* Recommendations come from :func:`zadanie1.recommender.recommend` — the same function the
+  service calls — with feature tables, popularity, candidate index and the user's stored row all
+  computed at the cutoff. Cold users (no event before the cutoff) go through the same cold-start
+  path as in serving; purchased-before-cutoff products are excluded for every method.
+* Baselines: ``popularity`` = the time-decayed popularity list minus purchased products;
+  ``random`` = uniform over the catalogue (products with an event before the cutoff), seeded.
+* Relevant items = products the user touched (any event type) in the holdout; users evaluated =
+  users with at least one holdout event; coverage = share of the catalogue in anyone's top-k.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared import column_names as col
+from shared import feature_definitions as fd
+from shared.cold_start_policy import user_stage
+from shared.errors import UserInputError
+from shared.feature_computation import DAY, FeatureTables, compute_feature_tables
+from shared.popularity import PopularityModel
+from shared.time_split import holdout_cutoff
+from zadanie1.candidate_generation import CandidateIndex
+from zadanie1.ranker_artifact import RankerArtifact
+from zadanie1.ranker_training import cold_start_config, fit_ranker, floor_day, plan_windows, prepare_window
+from zadanie1.ranking_dataset import relevant_sets, window_relevance
+from zadanie1.ranking_metrics import mean_ranking_metrics
+from zadanie1.recommender import (
+    PAIR_INPUTS,
+    PairLookup,
+    ProductFeatureBlock,
+    RecommenderConfig,
+    Scorer,
+    recommend,
+)
+from zadanie1.settings import TrainingSettings
+
+METHODS = ("model", "popularity", "random")
+SEGMENTS = ("all", "cold_users", "warm_users")
+
+
+class TablePairLookup:
+    """Per-user ``pair_lookup`` over a user_product_interactions table (offline stand-in for the store)."""
+
+    def __init__(self, interactions: pd.DataFrame) -> None:
+        table = interactions.sort_index()
+        users = table.index.get_level_values(col.USER_ID).to_numpy(dtype=np.int64)
+        self._products = table.index.get_level_values(col.PRODUCT_ID).to_numpy(dtype=np.int64)
+        self._values = table[list(PAIR_INPUTS)].to_numpy(dtype=np.float64)
+        self._users, starts = np.unique(users, return_index=True)
+        self._bounds = np.r_[starts, len(users)]
+
+    def for_user(self, user_id: int) -> PairLookup:
+        pos = int(np.searchsorted(self._users, user_id))
+        if pos >= len(self._users) or self._users[pos] != user_id:
+            return lambda product_ids: {}
+        start, end = self._bounds[pos], self._bounds[pos + 1]
+        products, values = self._products[start:end], self._values[start:end]
+
+        def lookup(product_ids: Sequence[int]) -> Mapping[int, Mapping[str, float]]:
+            hit = np.flatnonzero(np.isin(products, np.asarray(product_ids, dtype=np.int64)))
+            return {int(products[i]): dict(zip(PAIR_INPUTS, values[i].tolist(), strict=True)) for i in hit}
+
+        return lookup
+
+
+@dataclass
+class ServingState:
+    """What the service would hold at ``cutoff``: feature values, popularity, candidates, model."""
+
+    tables: FeatureTables
+    popularity: PopularityModel
+    index: CandidateIndex
+    products: ProductFeatureBlock
+    pairs: TablePairLookup
+    user_rows: dict[int, dict[str, Any]]
+
+    @classmethod
+    def at(cls, events: pd.DataFrame, cutoff: pd.Timestamp) -> ServingState:
+        tables = compute_feature_tables(events, cutoff)
+        popularity = PopularityModel.fit(events, cutoff)
+        index = CandidateIndex.build(events, cutoff, popularity=popularity)
+        return cls(
+            tables=tables,
+            popularity=popularity,
+            index=index,
+            products=ProductFeatureBlock.from_frames(tables.product_stats, tables.category_stats),
+            pairs=TablePairLookup(tables.user_product_interactions),
+            user_rows=tables.user_stats.to_dict("index"),
+        )
+
+    def recommend(self, user_id: int, ranker: Scorer | None, k: int, config: RecommenderConfig) -> list[int]:
+        items = recommend(
+            self.user_rows.get(user_id),
+            self.products,
+            self.pairs.for_user(user_id),
+            self.index,
+            self.popularity,
+            ranker,
+            k,
+            config=config,
+        )
+        return [item.product_id for item in items]
+
+
+def evaluation_cutoff(
+    events: pd.DataFrame, *, holdout_fraction: float | None, holdout_days: float | None
+) -> pd.Timestamp:
+    """The day-aligned cutoff (see the module docstring)."""
+    if holdout_days is not None and holdout_fraction is None:
+        if holdout_days <= 0:
+            raise UserInputError(f"--holdout-days must be > 0, got {holdout_days}")
+        end = floor_day(events[col.EVENT_TIME].max()) + DAY
+        cutoff = floor_day(end - holdout_days * DAY)
+    else:
+        cutoff = floor_day(holdout_cutoff(events, holdout_fraction=holdout_fraction, holdout_days=holdout_days))
+    if cutoff <= events[col.EVENT_TIME].min():
+        raise UserInputError("the day-aligned holdout covers all events; nothing left to train on")
+    return cutoff
+
+
+@dataclass
+class EvaluationResult:
+    payload: dict[str, Any]  # exactly the offline_eval.json shape
+    details: dict[str, Any] = field(default_factory=dict)  # timings, windows, model choice, stage counts
+
+
+def evaluate_offline(
+    events: pd.DataFrame,
+    *,
+    settings: TrainingSettings,
+    holdout_fraction: float | None = None,
+    holdout_days: float | None = None,
+    k: int = 10,
+    track: Callable[[Sequence[int], str], Any] | None = None,
+    ranker: Scorer | None = None,
+) -> EvaluationResult:
+    """Train before the holdout (unless ``ranker`` is given), recommend with the serving core, score.
+
+    Without ``holdout_fraction`` / ``holdout_days`` the last 7 whole days are held out.
+    """
+    if holdout_fraction is None and holdout_days is None:
+        holdout_days = 7.0
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    cutoff = evaluation_cutoff(events, holdout_fraction=holdout_fraction, holdout_days=holdout_days)
+    before = events[events[col.EVENT_TIME] < cutoff]
+    after = events[events[col.EVENT_TIME] >= cutoff]
+    if after.empty:
+        raise UserInputError("the holdout has no events")
+
+    details: dict[str, Any] = {"cutoff": cutoff.isoformat()}
+    if ranker is None:
+        ranker, fit_details = _train_before(before, cutoff, settings)
+        details.update(fit_details)
+    timings["train_ranker_seconds"] = time.perf_counter() - started
+
+    mark = time.perf_counter()
+    state = ServingState.at(events, cutoff)
+    timings["serving_state_seconds"] = time.perf_counter() - mark
+
+    relevant = relevant_sets(window_relevance(events, cutoff, after[col.EVENT_TIME].max() + pd.Timedelta(seconds=1)))
+    users = sorted(relevant)
+    config = RecommenderConfig(
+        n_candidates=settings.n_candidates,
+        max_per_category=settings.max_per_category,
+        cold_start=cold_start_config(settings),
+    )
+    catalogue = state.tables.product_stats.index.to_numpy(dtype=np.int64)
+    rng = np.random.default_rng(settings.seed)
+    lists: dict[str, list[list[int]]] = {m: [] for m in METHODS}
+    stages: dict[str, int] = {"cold": 0, "light": 0, "warm": 0}
+    mark = time.perf_counter()
+    iterate = track(users, "recommend for holdout users") if track else users
+    for user in iterate:
+        row = state.user_rows.get(user)
+        stages[user_stage(row["user_n_events"] if row else 0, config.cold_start)] += 1
+        purchased = set(row["user_purchased_product_ids"]) if row else set()
+        lists["model"].append(state.recommend(user, ranker, k, config))
+        lists["popularity"].append(state.popularity.top(k, exclude=purchased))
+        lists["random"].append(_random_list(rng, catalogue, k, purchased))
+    timings["recommend_seconds"] = time.perf_counter() - mark
+    timings["recommend_ms_per_user"] = 1000 * timings["recommend_seconds"] / max(len(users), 1)
+
+    is_cold = np.array([u not in state.user_rows for u in users], dtype=bool)
+    masks = {"all": np.ones(len(users), dtype=bool), "cold_users": is_cold, "warm_users": ~is_cold}
+    relevant_lists = [relevant[u] for u in users]
+    segments: dict[str, Any] = {}
+    for segment, mask in masks.items():
+        chosen = np.flatnonzero(mask)
+        entry: dict[str, Any] = {"n_users": int(mask.sum())}
+        for method in METHODS:
+            scores = mean_ranking_metrics(
+                [lists[method][i] for i in chosen],
+                [relevant_lists[i] for i in chosen],
+                k,
+                catalogue_size=len(catalogue),
+            )
+            entry[method] = {name: _finite(value) for name, value in scores.as_dict().items()}
+        segments[segment] = entry
+    model_p = segments["all"]["model"][f"precision_at_{k}"]
+    popular_p = segments["all"]["popularity"][f"precision_at_{k}"]
+    lift = (model_p - popular_p) / popular_p if popular_p else 0.0
+    payload = {
+        "k": k,
+        "cutoff": cutoff.isoformat(),
+        "n_train_events": len(before),
+        "n_test_events": len(after),
+        "segments": segments,
+        f"lift_precision_at_{k}_vs_popularity": float(lift),
+    }
+    timings["total_seconds"] = time.perf_counter() - started
+    details.update({"timings": timings, "user_stages": stages, "catalogue_size": len(catalogue)})
+    return EvaluationResult(payload, details)
+
+
+def _train_before(before: pd.DataFrame, cutoff: pd.Timestamp, settings: TrainingSettings) -> tuple[Scorer, dict]:
+    """Fit the final ranker on the period before ``cutoff``; shrinks the label window if the period is short."""
+    label_days = settings.label_days
+    while True:
+        try:
+            windows = plan_windows(
+                before, label_days=label_days, min_history_days=settings.min_history_days, with_test=False, end=cutoff
+            )
+            break
+        except UserInputError:
+            if label_days == 1:
+                raise
+            label_days = max(1, label_days // 2)
+    train = prepare_window(
+        before, windows.train_cutoff, windows.valid_cutoff, settings, sample=True, max_users=settings.max_train_users
+    )
+    valid = prepare_window(
+        before, windows.valid_cutoff, cutoff, settings, sample=False, max_users=settings.max_eval_users
+    )
+    fitted = fit_ranker(train.dataset, valid.dataset, settings)
+    artifact = RankerArtifact(booster=fitted.final.booster, feature_names=fd.RANKER_FEATURES)
+    details = {
+        "windows": windows.as_dict(),
+        "chosen_variant": fitted.chosen,
+        "choice_reason": fitted.reason(settings.k),
+        "valid_ndcg": {name: s.ndcg for name, s in fitted.valid_scores.items()},
+        "train_rows": len(train.dataset),
+        "valid_rows": len(valid.dataset),
+    }
+    return artifact, details
+
+
+def _random_list(rng: np.random.Generator, catalogue: np.ndarray, k: int, exclude: set[int]) -> list[int]:
+    if len(catalogue) == 0:
+        return []
+    draw = rng.choice(catalogue, size=min(len(catalogue), k + len(exclude)), replace=False)
+    return [int(p) for p in draw if int(p) not in exclude][:k]
+
+
+def _finite(value: float) -> float:
+    return float(value) if np.isfinite(value) else 0.0
