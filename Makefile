@@ -37,7 +37,7 @@ test: $(STAMP) ## Run the whole test suite
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared zadanie4
+	$(BIN)/mypy shared zadanie1 zadanie2 zadanie3 zadanie4
 
 format: $(STAMP) ## Apply ruff formatting and autofixes
 	$(BIN)/ruff check --fix .

@@ -6,13 +6,41 @@ pydantic round trip per request); the models document them and validate every re
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 MAX_K = 100
 MAX_CONTEXT_IDS = 200
+MAX_ID = 9 * 10**18
+"""Largest id accepted (fits int64). Not 2**63 - 1: readers that parse JSON numbers as doubles (JavaScript,
+schema tools) round that to 2**63 and disagree on the bound; 9e18 is exact in binary floating point."""
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's ``integer``: 5 and 5.0 are integers; true, "5" and 5.5 are not.
+
+    Pydantic's lax mode would accept true and "5" (the schema rejects them); its strict mode would
+    reject 5.0 (the schema accepts it). The service accepts exactly what its OpenAPI schema says.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise PydanticCustomError("int_from_float", "Input should be a valid integer, got a number with a fraction")
+        return int(value)
+    return value
+
+
+_JSON_INTEGER = BeforeValidator(_json_integer)
+StrictId = Annotated[int, Field(ge=0, le=MAX_ID), _JSON_INTEGER]
+"""A user or product id in a JSON body: an integer 0..9e18 (int64), read as JSON Schema does."""
+# RFC 3339 date-time, the `format: date-time` of the OpenAPI schema: a naive time ("2026-11-28T15:48:02")
+# would be read in an unknown zone, so an offset (Z or +hh:mm) is required.
+RFC3339_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 Reason = Literal["personalized", "cold_start_popular", "category_popular", "session_similar", "exploration"]
 Variant = Literal["champion", "challenger", "fallback"]
 FeedbackEventType = Literal["impression", "click", "cart", "purchase"]
@@ -23,15 +51,19 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=0, le=2**63 - 1, description="Shop's user id; unknown users get the cold-start path.")
-    k: int = Field(10, ge=1, le=MAX_K, description="Number of items to return (1..100).")
-    session_product_ids: list[int] = Field(
+    user_id: StrictId = Field(description="Shop's user id; unknown users get the cold-start path.")
+    k: Annotated[int, Field(ge=1, le=MAX_K), _JSON_INTEGER] = Field(
+        10, description="Number of items to return (1..100)."
+    )
+    session_product_ids: list[StrictId] = Field(
         default_factory=list,
         max_length=MAX_CONTEXT_IDS,
         description="Products viewed in the current session, newest first.",
     )
-    category_id: int | None = Field(None, ge=-1, le=2**63 - 1, description="Category the user is browsing.")
-    exclude_product_ids: list[int] = Field(
+    category_id: Annotated[int, Field(ge=-1, le=MAX_ID), _JSON_INTEGER] | None = Field(
+        None, description="Category the user is browsing."
+    )
+    exclude_product_ids: list[StrictId] = Field(
         default_factory=list, max_length=MAX_CONTEXT_IDS, description="Products that must not be returned."
     )
 
@@ -57,11 +89,23 @@ class FeedbackEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=128, description="Client-made unique id; repeats are ignored.")
-    user_id: int = Field(ge=0, le=2**63 - 1)
-    product_id: int = Field(ge=0, le=2**63 - 1)
+    user_id: StrictId
+    product_id: StrictId
     event_type: FeedbackEventType
     recommendation_id: str | None = Field(None, max_length=128, description="From the /recommend response.")
-    timestamp: datetime | None = Field(None, description="When it happened (ISO 8601); default: when received.")
+    timestamp: datetime | None = Field(
+        None,
+        description="When it happened, RFC 3339 with an offset (e.g. 2026-11-28T15:48:02Z); default: when received.",
+    )
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _rfc3339_with_offset(cls, value: Any) -> Any:
+        if value is None or isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not RFC3339_DATETIME.fullmatch(value):
+            raise ValueError("timestamp must be an RFC 3339 date-time with an offset, e.g. 2026-11-28T15:48:02Z")
+        return value
 
 
 class FeedbackResult(BaseModel):
@@ -98,12 +142,42 @@ class ModelInfoResponse(BaseModel):
 
 class CanaryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    weight: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="Share of users sent to the challenger.")
+    weight: float = Field(
+        strict=True, ge=0.0, le=1.0, allow_inf_nan=False, description="Share of users sent to the challenger."
+    )
+    challenger: Literal["registry", "popularity"] | None = Field(
+        None,
+        description=(
+            "What serves the challenger's users: the registry's challenger alias, or the popularity list "
+            "(the control arm of an A/B test). Omitted: unchanged."
+        ),
+    )
+
+
+class AnnouncedProduct(BaseModel):
+    """A product released after the last feature build (the ranker has no features for it yet)."""
+
+    model_config = ConfigDict(extra="forbid")
+    product_id: StrictId
+    category_id: int = Field(strict=True, ge=0, le=MAX_ID, description="Its leaf category.")
+    price: float | None = Field(None, gt=0, allow_inf_nan=False, description="Current price, if known.")
+
+
+class ProductsRequest(BaseModel):
+    """Body of ``POST /admin/products``: the shop's catalogue feed of newly released products."""
+
+    model_config = ConfigDict(extra="forbid")
+    products: list[AnnouncedProduct] = Field(min_length=1, max_length=1000)
+
+
+class ProductsResponse(BaseModel):
+    announced: int = Field(description="Products in this request.")
+    exploration_pool: int = Field(description="New products the exploration slots now choose from.")
 
 
 class ShadowRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool
+    enabled: bool = Field(strict=True)
 
 
 class AdminStateResponse(BaseModel):

@@ -11,19 +11,22 @@ dependency: it degrades to the popularity list instead (see request_pipeline.py)
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from zadanie4.api_models import (
     MAX_CONTEXT_IDS,
+    MAX_ID,
     MAX_K,
     AdminStateResponse,
     CanaryRequest,
@@ -32,6 +35,8 @@ from zadanie4.api_models import (
     FeedbackResponse,
     HealthResponse,
     ModelInfoResponse,
+    ProductsRequest,
+    ProductsResponse,
     RecommendRequest,
     RecommendResponse,
     ReloadResponse,
@@ -46,8 +51,9 @@ from zadanie4.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
-MAX_ID = 2**63 - 1
 FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+QueryId = Annotated[int, Field(ge=0, le=MAX_ID)]
+"""A product id in the query string (text, so not strict like the body's ids): 0..9e18."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Request body over the size limit."},
@@ -99,12 +105,30 @@ def _validation_message(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
         msg = str(err.get("msg", "invalid value"))
         if err.get("type") == "json_invalid":
             msg = "request body is not valid JSON"
+        elif loc == ["body"] and err.get("type") in ("too_short", "too_long"):  # the /feedback list
+            ctx = err.get("ctx") or {}
+            msg = (
+                "the list of events is empty"
+                if err.get("type") == "too_short"
+                else f"at most {ctx.get('max_length')} events per request, got {ctx.get('actual_length')}"
+            )
         compact.append({"loc": loc, "msg": msg, "type": str(err.get("type", "value_error"))})
         where = ".".join(str(x) for x in loc if x not in ("body", "query")) or "body"
         if err.get("type") == "json_invalid":
             where = f"body (at character {loc[-1]})" if len(loc) > 1 else "body"
         parts.append(f"{where}: {msg}")
     return "; ".join(parts) or "invalid request", compact
+
+
+def _allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
+    """Every method some route serves at this request's path (for the ``Allow`` header of a 405)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods.update(route_methods)
+    return methods
 
 
 def create_app(
@@ -167,6 +191,9 @@ def create_app(
             # e.g. JSON nested too deeply for the parser (RecursionError): still the client's bad JSON
             return _error(422, "body: request body could not be parsed as JSON (malformed or nested too deeply)")
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette lists only the methods of the first route matching the path; /recommend has two.
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(app, request.scope)))
         return _json({"detail": str(exc.detail), "errors": []}, exc.status_code, headers or None)
 
     @app.exception_handler(Exception)
@@ -209,10 +236,10 @@ def create_app(
         k: Annotated[int, Query(ge=1, le=MAX_K, description="Number of items, 1..100.")] = 10,
         category_id: Annotated[int | None, Query(ge=-1, le=MAX_ID, description="Category being browsed.")] = None,
         session_product_ids: Annotated[
-            list[int], Query(max_length=MAX_CONTEXT_IDS, description="Session products, newest first.")
+            list[QueryId], Query(max_length=MAX_CONTEXT_IDS, description="Session products, newest first.")
         ] = [],  # noqa: B006 - FastAPI copies defaults
         exclude_product_ids: Annotated[
-            list[int], Query(max_length=MAX_CONTEXT_IDS, description="Products not to return.")
+            list[QueryId], Query(max_length=MAX_CONTEXT_IDS, description="Products not to return.")
         ] = [],  # noqa: B006
     ) -> Response:
         """Recommendations for ``user_id``; unknown users get the cold-start list. Never 5xx on store
@@ -233,14 +260,7 @@ def create_app(
         return await _recommend(request, body.user_id, body.k, context)
 
     # --- feedback ----------------------------------------------------------------------------------
-    @app.post(
-        "/feedback",
-        response_model=FeedbackResponse,
-        responses=_ERRORS,
-        tags=["feedback"],
-        summary="Store impressions, clicks, carts, purchases (one event or a list)",
-    )
-    async def feedback(body: FeedbackEvent | list[FeedbackEvent]) -> Response:
+    async def feedback(body: Any) -> Response:
         """Idempotent by ``event_id``: a repeated id is acknowledged as ``duplicate`` and not stored twice.
         A 200 means every event of the request is durably written; on 503 nothing was, retry."""
         events = body if isinstance(body, list) else [body]
@@ -262,6 +282,21 @@ def create_app(
                 ],
             }
         )
+
+    # The batch limit is a setting, so the body type (one event, or a list of 1..max_feedback_batch) is
+    # built here and documented in the OpenAPI schema as such. Annotations of this module are strings
+    # resolved against its globals, hence the explicit assignment of the closure's type.
+    feedback.__annotations__["body"] = Annotated[
+        FeedbackEvent | Annotated[list[FeedbackEvent], Field(min_length=1, max_length=settings.max_feedback_batch)],
+        Body(),
+    ]
+    app.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses=_ERRORS,
+        tags=["feedback"],
+        summary="Store impressions, clicks, carts, purchases (one event or a list)",
+    )(feedback)
 
     # --- health, model, metrics ----------------------------------------------------------------------
     @app.get("/health/live", response_model=HealthResponse, tags=["operations"])
@@ -336,9 +371,23 @@ def create_app(
         "/admin/canary", response_model=AdminStateResponse, responses=_ADMIN_ERRORS, dependencies=admin, tags=["admin"]
     )
     async def admin_canary(body: CanaryRequest) -> Response:
-        """Set the share of users (0..1) served by the challenger; sticky per user."""
-        await runtime.set_canary_weight(body.weight)
+        """Set the share of users (0..1) served by the challenger; sticky per user. ``challenger``:
+        ``popularity`` serves those users the popularity list (A/B control), ``registry`` the alias."""
+        await runtime.set_canary_weight(body.weight, body.challenger)
         return _admin_state()
+
+    @app.post(
+        "/admin/products",
+        response_model=ProductsResponse,
+        responses=_ADMIN_ERRORS,
+        dependencies=admin,
+        tags=["admin"],
+    )
+    async def admin_products(body: ProductsRequest) -> Response:
+        """Announce products released since the last feature build (the shop's catalogue feed): they
+        enter the new-product exploration pool at once, before any feature row exists for them."""
+        pool = runtime.announce_products([(p.product_id, p.category_id, p.price) for p in body.products])
+        return _json({"announced": len(body.products), "exploration_pool": pool})
 
     @app.post(
         "/admin/shadow", response_model=AdminStateResponse, responses=_ADMIN_ERRORS, dependencies=admin, tags=["admin"]

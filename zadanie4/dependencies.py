@@ -44,13 +44,30 @@ class Ranker(Protocol):
     def score(self, matrix: np.ndarray) -> np.ndarray: ...
 
 
+POLICY_RANKER = "ranker"
+POLICY_POPULARITY = "popularity"
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ranker and where it came from; ``version`` is the registry version (or ``local:<folder>``)."""
+    """A ranker and where it came from; ``version`` is the registry version (or ``local:<folder>``).
+
+    ``policy`` is ``ranker`` for a real model; ``popularity`` marks the non-personalised control
+    policy of an A/B test (the core's popularity list, ``ranker`` unused), which the canary's
+    challenger slot can serve (``POST /admin/canary {"challenger": "popularity"}``).
+    """
 
     version: str
-    ranker: Ranker
+    ranker: Ranker | None
     source: str
+    policy: str = POLICY_RANKER
+
+
+def popularity_policy() -> LoadedModel:
+    """The popularity list (the cold-start fallback, by context category) as a servable "model"."""
+    return LoadedModel(
+        version=POLICY_POPULARITY, ranker=None, source="popularity policy (A/B control)", policy=POLICY_POPULARITY
+    )
 
 
 class ModelProvider(Protocol):

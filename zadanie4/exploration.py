@@ -60,41 +60,71 @@ class ThompsonExplorer:
         self._category_impressions = np.empty(0, dtype=np.float64)
         self._category_clicks = np.empty(0, dtype=np.float64)
         self._total = np.zeros(2, dtype=np.float64)  # impressions, clicks over all products
+        empty = np.empty(0, dtype=np.int64)
+        self._catalogue: tuple[np.ndarray, np.ndarray, np.ndarray] = (empty, empty, np.empty(0))
+        self._announced: dict[int, int] = {}  # product id -> category id, from add_products
 
     # --- state --------------------------------------------------------------------------------
     def set_catalogue(self, product_ids: np.ndarray, category_ids: np.ndarray, n_views: np.ndarray) -> None:
         """Replace the pool with the catalogue's new products (called on every product-feature refresh).
 
-        Counts of products and categories that are still there are kept.
+        Counts of products and categories that are still there are kept. Products announced with
+        :meth:`add_products` that the catalogue does not list yet stay in the pool.
         """
-        product_ids = np.asarray(product_ids, dtype=np.int64)
-        category_ids = np.asarray(category_ids, dtype=np.int64)
-        is_new = np.asarray(n_views) <= self.config.max_views
         with self._lock:
-            old_counts = self._product_counts_locked()
-            old_categories = {
-                c: (self._category_impressions[i], self._category_clicks[i]) for c, i in self._category_index.items()
-            }
-            unique_categories = np.unique(category_ids)
-            self._category_index = {int(c): i for i, c in enumerate(unique_categories.tolist())}
-            self._category_impressions = np.array(
-                [old_categories.get(int(c), (0.0, 0.0))[0] for c in unique_categories.tolist()], dtype=np.float64
+            self._catalogue = (
+                np.asarray(product_ids, dtype=np.int64),
+                np.asarray(category_ids, dtype=np.int64),
+                np.asarray(n_views, dtype=np.float64),
             )
-            self._category_clicks = np.array(
-                [old_categories.get(int(c), (0.0, 0.0))[1] for c in unique_categories.tolist()], dtype=np.float64
-            )
-            dense = np.searchsorted(unique_categories, category_ids)
-            self._category_of_product = dict(zip(product_ids.tolist(), dense.tolist(), strict=True))
-            self._pool_ids = product_ids[is_new]
-            self._pool_categories = category_ids[is_new]
-            self._pool_category_index = dense[is_new]
-            self._pool_position = {p: i for i, p in enumerate(self._pool_ids.tolist())}
-            self._pool_by_category = {
-                int(c): np.flatnonzero(self._pool_categories == c) for c in np.unique(self._pool_categories).tolist()
-            }
-            counts = [old_counts.get(p, (0.0, 0.0)) for p in self._pool_ids.tolist()]
-            self._impressions = np.array([c[0] for c in counts], dtype=np.float64)
-            self._clicks = np.array([c[1] for c in counts], dtype=np.float64)
+            self._install_locked()
+
+    def add_products(self, product_ids: Sequence[int], category_ids: Sequence[int]) -> int:
+        """Announce products released after the last feature build (the shop's catalogue feed).
+
+        They join the pool at once with no views (so they are "new" until the features count their
+        views) and keep their place across catalogue refreshes. Returns the pool size.
+        """
+        with self._lock:
+            for product, category in zip(product_ids, category_ids, strict=True):
+                self._announced[int(product)] = int(category)
+            self._install_locked()
+            return len(self._pool_ids)
+
+    def _install_locked(self) -> None:
+        product_ids, category_ids, n_views = self._catalogue
+        if self._announced:
+            listed = set(product_ids.tolist())
+            extra = [(p, c) for p, c in self._announced.items() if p not in listed]
+            if extra:
+                product_ids = np.concatenate([product_ids, np.array([p for p, _ in extra], dtype=np.int64)])
+                category_ids = np.concatenate([category_ids, np.array([c for _, c in extra], dtype=np.int64)])
+                n_views = np.concatenate([n_views, np.zeros(len(extra))])
+        is_new = n_views <= self.config.max_views
+        old_counts = self._product_counts_locked()
+        old_categories = {
+            c: (self._category_impressions[i], self._category_clicks[i]) for c, i in self._category_index.items()
+        }
+        unique_categories = np.unique(category_ids)
+        self._category_index = {int(c): i for i, c in enumerate(unique_categories.tolist())}
+        self._category_impressions = np.array(
+            [old_categories.get(int(c), (0.0, 0.0))[0] for c in unique_categories.tolist()], dtype=np.float64
+        )
+        self._category_clicks = np.array(
+            [old_categories.get(int(c), (0.0, 0.0))[1] for c in unique_categories.tolist()], dtype=np.float64
+        )
+        dense = np.searchsorted(unique_categories, category_ids)
+        self._category_of_product = dict(zip(product_ids.tolist(), dense.tolist(), strict=True))
+        self._pool_ids = product_ids[is_new]
+        self._pool_categories = category_ids[is_new]
+        self._pool_category_index = dense[is_new]
+        self._pool_position = {p: i for i, p in enumerate(self._pool_ids.tolist())}
+        self._pool_by_category = {
+            int(c): np.flatnonzero(self._pool_categories == c) for c in np.unique(self._pool_categories).tolist()
+        }
+        counts = [old_counts.get(p, (0.0, 0.0)) for p in self._pool_ids.tolist()]
+        self._impressions = np.array([c[0] for c in counts], dtype=np.float64)
+        self._clicks = np.array([c[1] for c in counts], dtype=np.float64)
 
     def _product_counts_locked(self) -> dict[int, tuple[float, float]]:
         return {p: (float(self._impressions[i]), float(self._clicks[i])) for p, i in self._pool_position.items()}

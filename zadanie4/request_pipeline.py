@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zadanie4.dependencies import ItemLike, LoadedModel, RecommenderCore, RequestContext
+from zadanie4.dependencies import POLICY_POPULARITY, ItemLike, LoadedModel, RecommenderCore, RequestContext
 from zadanie4.exploration import ThompsonExplorer, interleave
 from zadanie4.feature_access import GuardedFeatureReader, StoreFailure
 from zadanie4.feedback_log import new_recommendation_id
@@ -158,6 +158,8 @@ class RecommendationService:
         return RecommendOutcome(payload, variant, degraded)
 
     def _run_core(self, model: LoadedModel, inputs: CoreInputs) -> Sequence[ItemLike]:
+        if model.policy == POLICY_POPULARITY:  # the A/B control arm: the non-personalised list
+            return self.core.fallback(k=inputs.k, context=inputs.context)
         return self.core.recommend(
             user_row=inputs.user_row,
             pair_rows=inputs.pair_rows,

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from zadanie4.dependencies import LoadedModel, RequestContext, ServiceDependencies
+from zadanie4.dependencies import (
+    POLICY_POPULARITY,
+    LoadedModel,
+    RequestContext,
+    ServiceDependencies,
+    popularity_policy,
+)
 from zadanie4.exploration import ExplorationConfig, ThompsonExplorer
 from zadanie4.feature_access import CircuitBreaker, GuardedFeatureReader
 from zadanie4.feedback_log import FeedbackLog, FeedbackRecord, open_feedback_log, variant_of
@@ -35,6 +41,7 @@ from zadanie4.shadow_scorer import ShadowScorer
 
 log = logging.getLogger(__name__)
 REALTIME_BATCH_EVENTS = 5000  # most feedback events coalesced into one real-time feature update
+CHALLENGER_FROM_REGISTRY = "registry"
 
 
 class FeedbackUnavailable(Exception):
@@ -82,6 +89,10 @@ class ServiceRuntime:
         self.feedback_log: FeedbackLog | None = feedback_log
         self.freeze_gc = freeze_gc
         self.state = ServiceState(settings.canary_weight, settings.shadow_enabled)
+        # What fills the challenger slot: the registry's challenger alias, or the popularity policy
+        # (the control arm of an A/B test, set with POST /admin/canary {"challenger": "popularity"}).
+        self.challenger_source = CHALLENGER_FROM_REGISTRY
+        self._announced_products: dict[int, tuple[int, float | None]] = {}  # POST /admin/products
         self.explorer = ThompsonExplorer(
             ExplorationConfig(
                 share=settings.exploration_share,
@@ -334,7 +345,10 @@ class ServiceRuntime:
                     champion_ok = False
             challenger, challenger_ok = None, True
             if self._wants_challenger():
-                challenger, challenger_ok = await load(self.settings.challenger_alias)
+                if self.challenger_source == POLICY_POPULARITY:
+                    challenger, challenger_ok = popularity_policy(), True
+                else:
+                    challenger, challenger_ok = await load(self.settings.challenger_alias)
             after = self.state.swap_models(
                 champion, challenger, keep_champion=not champion_ok, keep_challenger=not challenger_ok
             )
@@ -361,7 +375,14 @@ class ServiceRuntime:
             else:
                 self.metrics.set_model_info(variant, model.version[:64])
 
-    async def set_canary_weight(self, weight: float) -> None:
+    async def set_canary_weight(self, weight: float, challenger: str | None = None) -> None:
+        """Set the challenger's share of users; ``challenger`` (``registry`` | ``popularity``) also
+        switches what fills the challenger slot (the slot is swapped before the new weight applies)."""
+        if challenger is not None and challenger != self.challenger_source:
+            self.challenger_source = challenger
+            new = popularity_policy() if challenger == POLICY_POPULARITY else None
+            after = self.state.swap_models(None, new, keep_champion=True)
+            self._publish_models(after.champion, after.challenger)
         self.state.set_canary_weight(weight)
         self.metrics.set_canary_weight(weight)
         if weight > 0 and self.state.snapshot.challenger is None and self._dependencies is not None:
@@ -406,11 +427,25 @@ class ServiceRuntime:
         return FeedbackOutcome([(r.event_id, new) for r, new in zip(records, flags, strict=True)])
 
     def _with_product_facts(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Add the product's category and price (from the product cache) so feature updates can use them."""
+        """Add the product's category and price (from the product cache, else from the announced
+        products) so feature updates can use them."""
         snapshot = self.products.snapshot if self.products is not None else None
         if snapshot is not None:
             record["category_id"], record["price"] = snapshot.describe(int(record["product_id"]))
+        if record.get("category_id") is None:
+            record["category_id"], record["price"] = self._announced_products.get(
+                int(record["product_id"]), (None, None)
+            )
         return record
+
+    def announce_products(self, products: Sequence[tuple[int, int, float | None]]) -> int:
+        """Products released after the last feature build (the shop's catalogue feed), as
+        (product id, category id, price): they join the new-product exploration pool now, and their
+        category and price go with their feedback into the real-time feature update. Returns the pool size.
+        """
+        for product_id, category_id, price in products:
+            self._announced_products[int(product_id)] = (int(category_id), price)
+        return self.explorer.add_products([p for p, _, _ in products], [c for _, c, _ in products])
 
     def _start_realtime_worker(self, deps: ServiceDependencies) -> None:
         update = deps.realtime_update
