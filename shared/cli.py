@@ -16,7 +16,7 @@ import typer
 from shared.console import console, step
 from shared.errors import UserInputError
 
-PART_CLI_MODULES = ("zadanie1.cli", "zadanie2.cli", "zadanie3.cli", "zadanie4.cli")
+PART_CLI_MODULES = ("zadanie1.cli", "zadanie2.cli", "zadanie3.cli", "zadanie4.cli", "zadanie4.ab_cli")
 
 data_app = typer.Typer(help="Event data: generate the synthetic shop, validate a file.", no_args_is_help=True)
 

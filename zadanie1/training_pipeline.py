@@ -52,7 +52,7 @@ from zadanie1.ranker_training import (
     plan_windows,
     prepare_window,
 )
-from zadanie1.ranking_dataset import FeatureLookup
+from zadanie1.ranking_dataset import FeatureLookup, RankingDataset
 from zadanie1.settings import TrainingSettings
 
 TABLE_NAMES = {BINARY: "LightGBM", LAMBDARANK: "LightGBM LambdaRank (LGBMRanker)"}
@@ -176,6 +176,7 @@ def run_training(
             "feature_source": feature_source,
         }
         (out / "training_window.json").write_text(json.dumps(window_info, indent=2))
+        write_evaluation_set(test.dataset, out / "eval_set.parquet")
         recall_frame = pd.DataFrame([asdict(r) for r in recall])
         recall_frame.to_csv(out / "candidate_recall.csv", index=False, float_format="%.6g")
         notes = _table_notes(rows, settings)
@@ -226,6 +227,18 @@ def run_training(
         console.print(f"  MLflow: experiment '{settings.experiment_name}' at {tracking_uri}")
         (out / "timings.json").write_text(json.dumps(timings, indent=2))
     return outcome
+
+
+def write_evaluation_set(dataset: RankingDataset, path: Path) -> None:
+    """The held-out test window as the labelled set zadanie3's gate scores every model version on:
+    the ranker's features, binary label, and the (user, cutoff) pair that makes one ranked list."""
+    frame = pd.DataFrame(dataset.matrix.astype(np.float32, copy=False), columns=list(fd.RANKER_FEATURES))
+    frame["label"] = dataset.labels.astype(np.int8)
+    frame[col.USER_ID] = dataset.rows[col.USER_ID].to_numpy(dtype=np.int64)
+    frame[col.PRODUCT_ID] = dataset.rows[col.PRODUCT_ID].to_numpy(dtype=np.int64)
+    cutoff = pd.Timestamp(dataset.cutoff)
+    frame["event_time"] = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+    frame.to_parquet(path, index=False)
 
 
 def _dataset_size(window: WindowData) -> dict[str, int]:

@@ -132,3 +132,17 @@ def test_the_direct_lookup_refuses_other_timestamps(small_events: pd.DataFrame) 
     entity[col.EVENT_TIMESTAMP] = CUTOFF + pd.Timedelta(days=1)
     with pytest.raises(ValueError, match="cutoff"):
         lookup(entity)
+
+
+def test_the_written_evaluation_set_is_what_the_registry_gate_reads(full_dataset, tmp_path) -> None:
+    from zadanie1.training_pipeline import write_evaluation_set
+    from zadanie3.evaluation_set import load_evaluation_set
+
+    path = tmp_path / "eval_set.parquet"
+    write_evaluation_set(full_dataset, path)
+    loaded = load_evaluation_set(path)
+    assert len(loaded) == len(full_dataset.rows)
+    np.testing.assert_array_equal(loaded.labels, full_dataset.labels)
+    np.testing.assert_allclose(loaded.features, full_dataset.matrix.astype(np.float32), equal_nan=True)
+    # one ranked list per user, all as of the cutoff
+    assert loaded.summary()["queries"] == full_dataset.rows[col.USER_ID].nunique()
