@@ -28,7 +28,9 @@ def generate_command(
     days: int = typer.Option(28, min=1, help="Length of the period in days."),
     seed: int = typer.Option(42, help="Random seed; equal seeds give equal files."),
     out: Path | None = typer.Option(None, help="Events file (.parquet, .csv, .csv.gz); default data/events.parquet."),
-    ground_truth: Path | None = typer.Option(None, help="Ground-truth folder; default data/ground_truth."),
+    ground_truth: Path | None = typer.Option(
+        None, help="Ground-truth folder; default 'ground_truth' beside the events file (data/ground_truth)."
+    ),
 ) -> None:
     """Generate a synthetic event log and its ground-truth click model."""
     from shared.data_generator import GeneratorConfig, generate, write_events
@@ -36,9 +38,14 @@ def generate_command(
 
     settings = load_shared_settings()
     out = out or settings.default_events_path
-    ground_truth = ground_truth or settings.ground_truth_dir
+    # Beside the events file, so generating another shop elsewhere never replaces the demo's ground truth.
+    ground_truth = ground_truth or out.parent / settings.ground_truth_dir.name
+    try:
+        config = GeneratorConfig(n_users=users, n_products=products, days=days, seed=seed)
+    except ValueError as exc:  # sizes that the catalogue's shape cannot hold: the user's option, not a bug
+        raise UserInputError(str(exc)) from exc
     with step(f"generate {users:,} users x {products:,} products x {days} days (seed {seed})"):
-        data = generate(GeneratorConfig(n_users=users, n_products=products, days=days, seed=seed))
+        data = generate(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_events(data.events, out)
     data.ground_truth.save(ground_truth)
