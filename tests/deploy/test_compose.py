@@ -7,6 +7,7 @@ every job runs a real `recsys` command, and the dashboard/alerts only query metr
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shlex
@@ -17,8 +18,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+import typer
 import yaml
 
+from shared.cli import build_app
 from zadanie4.prometheus_metrics import create_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,9 +50,12 @@ REQUIRED_SERVICES = {
     "locust",
 }
 JOB_SERVICES = ("zadanie1", "zadanie2", "zadanie3")
+NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET")
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}; "$$" escapes a literal "$".
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+# $VAR without braces: compose interpolates it too.
+BARE_VARIABLE = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
 SHELL_FLAGS_WITH_SCRIPT = re.compile(r"^-[a-z]*c[a-z]*$")
 # Compose-spec service keys (a typo such as `depend_on` would silently do nothing).
 KNOWN_SERVICE_KEYS = {
@@ -59,7 +65,11 @@ KNOWN_SERVICE_KEYS = {
     "working_dir", "deploy", "cap_drop", "init", "shm_size",
 }  # fmt: skip
 # Non-`recsys` shell steps allowed in service commands (anything else must be a recsys command).
-ALLOWED_SHELL_STEPS = (re.compile(r"^mkdir -p /artifacts/[\w/.-]+$"), re.compile(r"^exec locust -f /locust/\S+ "))
+ALLOWED_SHELL_STEPS = (
+    re.compile(r"^mkdir -p /artifacts/[\w/.-]+$"),
+    re.compile(r"^test -f /data/[\w/.-]+$"),
+    re.compile(r"^exec locust -f /locust/\S+ "),
+)
 
 
 def _compose_text() -> str:
@@ -79,7 +89,7 @@ def _command_lines(service: dict[str, Any]) -> list[str]:
     if isinstance(command, str):
         command = shlex.split(command)
     if len(command) >= 3 and command[0] in ("sh", "bash") and SHELL_FLAGS_WITH_SCRIPT.match(command[1]):
-        lines = re.split(r"\n|&&|;", command[2])
+        lines = re.split(r"\n|&&|\|\||;", command[2])
     else:
         lines = [shlex.join(command)]
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
@@ -127,6 +137,14 @@ def _context(service: dict[str, Any]) -> Path:
 def _dockerfile(service: dict[str, Any]) -> Path:
     build = service["build"]
     return _context(service) / ("Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile"))
+
+
+def _service_environment(name: str) -> dict[str, str]:
+    """A service's environment as compose passes it (defaults applied, secrets as placeholders)."""
+    environment = SERVICES[name].get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.partition("=")[::2] for item in environment)
+    return {key: _interpolate(str(value)) for key, value in environment.items()}
 
 
 def _env_example_variables() -> dict[str, str]:
@@ -215,7 +233,8 @@ def test_dockerignore_keeps_data_secrets_and_the_venv_out_of_the_build_context()
 
 # --- settings and secrets ------------------------------------------------------------------------
 def test_every_variable_used_by_compose_is_documented_in_env_example() -> None:
-    used = {match.group(1) for match in VARIABLE.finditer(_compose_text())}
+    text = _compose_text()
+    used = {match.group(1) for match in VARIABLE.finditer(text)} | {m.group(1) for m in BARE_VARIABLE.finditer(text)}
     documented = _env_example_variables()
     assert used, "compose uses no variables at all?"
     assert not used - set(documented), f"undocumented in .env.example: {sorted(used - set(documented))}"
@@ -259,6 +278,44 @@ def test_mlflow_runs_one_worker_without_job_runners_on_postgres() -> None:
     for flag in ("--workers 1", "--host 0.0.0.0", "--allowed-hosts", "--artifacts-destination", "postgresql://"):
         assert flag in script
     assert "psycopg2-binary" in (REPO_ROOT / "deploy" / "mlflow" / "Dockerfile").read_text(encoding="utf-8")
+
+
+def test_mlflow_start_script_uses_only_flags_that_mlflow_server_has() -> None:
+    # given the server flags of the start script (the image pins the mlflow version the project's clients use)
+    script = (REPO_ROOT / "deploy" / "mlflow" / "start-mlflow.sh").read_text(encoding="utf-8")
+    command = script[script.index("exec mlflow server") :]
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", command))
+    dockerfile = (REPO_ROOT / "deploy" / "mlflow" / "Dockerfile").read_text(encoding="utf-8")
+    pinned = re.search(r"^ARG MLFLOW_VERSION=(\S+)$", dockerfile, flags=re.MULTILINE)
+    assert pinned, "deploy/mlflow/Dockerfile must pin MLFLOW_VERSION"
+    assert pinned.group(1).split(".")[0] == importlib.metadata.version("mlflow").split(".")[0], "same major version"
+
+    # when the installed mlflow lists its server options
+    mlflow = Path(sys.executable).with_name("mlflow")
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
+    result = subprocess.run(
+        [str(mlflow), "server", "--help"], capture_output=True, text=True, timeout=120, env=env | NO_TELEMETRY
+    )
+
+    # then every flag of the script is one of them
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {"--workers", "--allowed-hosts", "--artifacts-destination"} <= flags
+    unknown = sorted(flag for flag in flags if flag not in result.stdout)
+    assert not unknown, f"mlflow server has no {unknown}"
+
+
+@pytest.mark.parametrize(
+    ("name", "mount_target"),
+    [("postgres", "/var/lib/postgresql/data"), ("mlflow", "/mlartifacts"), ("redis", "/data")],
+)
+def test_stateful_services_keep_their_data_in_named_volumes(name: str, mount_target: str) -> None:
+    volumes = load_yaml(COMPOSE_FILE)["volumes"]
+    mounts = {}
+    for volume in SERVICES[name].get("volumes", []):
+        source, _, rest = volume.partition(":")
+        mounts[rest.split(":")[0]] = source
+    assert mount_target in mounts, f"{name}: nothing mounted at {mount_target}"
+    assert mounts[mount_target] in volumes, f"{name}: {mount_target} must be a named volume"
 
 
 # --- network exposure ----------------------------------------------------------------------------
@@ -365,6 +422,70 @@ def test_service_command_is_a_real_recsys_cli_command(service: str, args: list[s
     assert result.returncode == 0, (
         f"{service}: `recsys {' '.join(args)} --help` exited {result.returncode}:\n{result.stderr[-2000:]}"
     )
+
+
+@pytest.mark.parametrize(("service", "args"), RECSYS_COMMANDS, ids=[f"{s}:{' '.join(a)}" for s, a in RECSYS_COMMANDS])
+def test_service_command_gives_every_required_argument(service: str, args: list[str]) -> None:
+    # --help answers before arguments are checked, so `recsys registry promote --help` exits 0 although
+    # `recsys registry promote` alone fails; parse the exact arguments with the CLI's own parser instead.
+    # given the `recsys` command tree (typer's click commands; nothing is run)
+    command = typer.main.get_command(build_app())
+    tokens = list(args)
+    path = ["recsys"]
+    while hasattr(command, "commands") and tokens and tokens[0] in command.commands:
+        path.append(tokens[0])
+        command = command.commands[tokens.pop(0)]
+    assert not hasattr(command, "commands"), f"{service}: `{' '.join(path)}` needs a sub-command, got {tokens}"
+
+    # when the service's arguments are parsed, with the environment compose gives the service
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in _service_environment(service).items():
+            patch.setenv(key, value)
+        try:
+            command.make_context(" ".join(path), tokens)
+            error = None
+        except Exception as exc:  # typer's vendored click raises UsageError subclasses
+            error = exc
+
+    # then nothing is missing, unknown or malformed
+    assert error is None, f"{service}: `{' '.join(path + tokens)}` would fail: {error}"
+
+
+def test_jobs_run_the_steps_the_issue_asks_for() -> None:
+    # zadanie1: events (generated or loaded), EDA, training (logged to MLflow); zadanie2: build, apply,
+    # materialize, consistency check; zadanie3: validate, then promote the validated version.
+    steps = {name: [" ".join(args[:2]) for service, args in RECSYS_COMMANDS if service == name] for name in SERVICES}
+    assert {"data generate", "data validate", "eda", "train"} <= set(steps["zadanie1"])
+    assert steps["zadanie2"] == ["features build", "features apply", "features materialize", "features check"]
+    assert steps["zadanie3"] == ["registry register", "registry validate", "registry promote"]
+    validated = next(args[2:] for service, args in RECSYS_COMMANDS if args[:2] == ["registry", "validate"])
+    promoted = next(args[2:] for service, args in RECSYS_COMMANDS if args[:2] == ["registry", "promote"])
+    assert validated == promoted, "promote the version that was just validated"
+    assert "--no-mlflow" not in next(args for service, args in RECSYS_COMMANDS if args[:1] == ["train"])
+
+
+def test_the_compose_gate_bar_is_the_demo_bar_of_the_makefile() -> None:
+    # The generated shop's ranker does not reach the production ROC-AUC bar: compose, like `make demo`,
+    # states the demo bar, or the zadanie3 job fails and the API never starts.
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    demo_bar = re.search(r"^DEMO_GATE_MIN_ROC_AUC \?= (\S+)$", makefile, flags=re.MULTILINE)
+    assert demo_bar, "Makefile: DEMO_GATE_MIN_ROC_AUC"
+    assert _service_environment("zadanie3")["RECSYS_REGISTRY_GATE_MIN_ROC_AUC"] == demo_bar.group(1)
+    assert _env_example_variables()["RECSYS_REGISTRY_GATE_MIN_ROC_AUC"] == demo_bar.group(1)
+
+
+def test_locust_runs_the_projects_locustfile_against_the_api() -> None:
+    # given the locust service's command and its bind mounts
+    (line,) = [line for line in _command_lines(SERVICES["locust"]) if line.startswith("exec locust")]
+    tokens = shlex.split(_interpolate(line))
+    mounts = {target: source for source, target in _bind_mounts(SERVICES["locust"])}
+
+    # then the file it runs is zadanie4/locustfile.py, and it targets the API inside the compose network
+    locustfile = tokens[tokens.index("-f") + 1]
+    assert mounts.get(locustfile) == "./zadanie4/locustfile.py"
+    assert tokens[tokens.index("--host") + 1] == "http://zadanie4:8000"
+    assert "--headless" in tokens
+    assert _depends_on(SERVICES["locust"])["zadanie4"] == "service_healthy"
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

@@ -1,11 +1,14 @@
-"""The monitoring stack against a real Prometheus server: every dashboard query and alert rule runs.
+"""The monitoring stack against the real service and a real Prometheus: every dashboard query and alert runs.
 
-Starts the recommendation service (see ``recsys_service``) and a Prometheus server (Debian's
-``prometheus`` package, installed by ``deploy/scripts/ensure_prometheus.sh``) with the project's scrape
-config pointed at 127.0.0.1 and the project's alert rules, sends traffic, then runs every PromQL
-expression of the Grafana dashboard and of the alert rules through Prometheus's HTTP API. A query that
-does not parse, or a traffic panel that returns no data, fails the test. Also runs promtool's config and
-rule checks and the alert rules' unit tests.
+Starts the recommendation service (zadanie4 ``create_app``: the real middleware, request pipeline, canary
+router, shadow scorer, feedback log and metrics, over the in-memory shop of ``zadanie4/tests/service_fakes.py``)
+and a Prometheus server (Debian's ``prometheus`` package, installed by ``deploy/scripts/ensure_prometheus.sh``)
+with the project's scrape config pointed at 127.0.0.1 and the project's alert rules. Turns canary and shadow on
+through the admin API, sends a fixed plan of traffic (warm and cold users, feedback, a short online-store
+outage and one failed feedback write), then runs every PromQL expression of the Grafana dashboard and of the
+alert rules through Prometheus's HTTP API. A query that does not parse, or a panel that returns no data,
+fails the test; so do counts that differ from what the client saw. Also runs promtool's config and rule
+checks and the alert rules' unit tests.
 
 Without the ``prometheus`` binary the module is skipped, unless ``CI`` is set: there it fails.
 """
@@ -13,7 +16,7 @@ Without the ``prometheus`` binary the module is skipped, unless ``CI`` is set: t
 from __future__ import annotations
 
 import contextlib
-import itertools
+import dataclasses
 import math
 import os
 import random
@@ -23,30 +26,71 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 import yaml
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+
+from zadanie4.app import create_app
+from zadanie4.feedback_log import FeedbackRecord, SqliteFeedbackLog
+from zadanie4.prometheus_metrics import create_metrics
+from zadanie4.settings import load_settings
+from zadanie4.tests.service_fakes import (
+    DictModelProvider,
+    InMemoryFeatureReader,
+    LinearRanker,
+    make_dependencies,
+    make_shop,
+    model,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 SCRAPE_JOB = "recsys"
+ADMIN_TOKEN = "observability-test-token"
+CANARY_WEIGHT = 0.3
+N_PAGE_VIEWS = 240
+STORE_OUTAGE = range(100, 130)
+"""Page views during which every online-store read fails (then the breaker stays open for its cooldown)."""
+FEEDBACK_OUTAGE = 150
+"""The page view whose feedback batch cannot be written (the service answers 503, nothing stored)."""
+
 TRAFFIC_PANELS = (
+    "p99 latency /recommend (5m)",
     "Request rate by endpoint",
     "Latency p50 / p95 / p99 by variant (/recommend)",
+    "Errors (4xx / 5xx)",
+    "Degraded share",
     "Responses by variant",
     "Recommended items by reason",
+    "Fallbacks by cause",
+    "Feature store errors",
     "CTR by variant (15 min window)",
+    "Carts and purchases per impression (15 min window)",
     "Feedback events by type and result",
+    "Shadow overlap@k",
+    "Shadow latency p50 / p99",
+    "Shadow requests and queues",
 )
-"""Panels that must show non-zero values once the service has had traffic."""
+"""Panels that must show a positive value once the service has had the planned traffic."""
+
+FAULT_ALERTS = ("RecsysDegradedResponses", "RecsysFeedbackWriteFailures")
+"""Alerts whose condition the injected faults meet (they fire once it has held for their ``for:`` time)."""
+QUIET_ALERTS = (
+    "RecsysServiceDown",
+    "RecsysHigh5xxRate",
+    "RecsysChampionCtrBelowBaseline",
+    "RecsysStaleFeatures",
+    "RecsysShadowQueueDropping",
+)
+"""Alerts whose condition the planned traffic must not meet (the p99 alert is left out: it depends on timing)."""
 
 
 def _binary(name: str) -> str:
@@ -76,133 +120,130 @@ def _wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval
 
 
 # --- the service under observation ---------------------------------------------------------------
+class SwitchableFeedbackLog:
+    """The service's SQLite feedback log with a switch that makes writes fail, like a feedback store outage."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self._log = SqliteFeedbackLog(path)
+        self.fail = False
+
+    def append(self, records: Sequence[FeedbackRecord]) -> list[bool]:
+        if self.fail:
+            raise OSError("feedback store unavailable (injected by the test)")
+        return self._log.append(records)
+
+    def count(self) -> int:
+        return self._log.count()
+
+    def read_all(self, limit: int = 1_000_000) -> list[FeedbackRecord]:
+        return self._log.read_all(limit)
+
+    def close(self) -> None:
+        self._log.close()
+
+
 @dataclass(frozen=True)
 class ServiceUnderTest:
-    """A running recommendation service and the user ids to send it."""
+    """The running service, the ids to send it, and the switches of its injected faults."""
 
     base_url: str
     warm_user_ids: tuple[int, ...]
     cold_user_ids: tuple[int, ...]
-
-
-def _stand_in_app() -> Any:
-    """A tiny FastAPI app shaped like zadanie4's API that records ServiceMetrics as the service does.
-
-    Stands in for the real service until ``zadanie4`` is wired in (see ``recsys_service``).
-    """
-    from zadanie4.prometheus_metrics import create_metrics
-
-    metrics = create_metrics()
-    metrics.set_model_info("champion", "3")
-    metrics.set_model_info("challenger", "4")
-    metrics.set_canary_weight(0.2)
-    metrics.set_shadow_enabled(True)
-    metrics.set_feature_freshness(12.0)
-    variant_of_recommendation: dict[str, str] = {}
-    seen_events: set[str] = set()
-    rng = random.Random(7)
-    counter = itertools.count()
-    app = FastAPI()
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[..., Any]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        endpoint = request.url.path.strip("/").split("/")[0]
-        if endpoint in ("recommend", "feedback", "health", "model", "admin"):
-            variant = response.headers.get("x-variant") if endpoint == "recommend" else None
-            metrics.observe_request(endpoint, variant, response.status_code, time.perf_counter() - started)
-        return response
-
-    @app.get("/recommend")
-    def recommend(user_id: int, k: int = 10) -> Response:
-        n = next(counter)
-        cold = user_id >= 1_000_000
-        degraded = n % 25 == 0
-        variant = "fallback" if degraded else ("challenger" if user_id % 5 == 0 else "champion")
-        if degraded:
-            metrics.count_feature_store_error("timeout")
-            metrics.count_fallback("store_timeout")
-            reasons = ["cold_start_popular"] * k
-        elif cold:
-            metrics.count_fallback("unknown_user")
-            reasons = ["cold_start_popular"] * (k - 1) + ["exploration"]
-        else:
-            reasons = ["personalized"] * (k - 2) + ["session_similar", "exploration"]
-        metrics.count_recommendation(variant, degraded, reasons)
-        if variant == "champion" and n % 2 == 0:
-            metrics.observe_shadow(rng.uniform(0.5, 1.0), rng.uniform(0.002, 0.02))
-        metrics.set_queue_size("shadow", n % 3)
-        recommendation_id = uuid.uuid4().hex
-        variant_of_recommendation[recommendation_id] = variant
-        items = [{"product_id": 1000 + i, "score": 1.0 / (i + 1), "reason": r} for i, r in enumerate(reasons)]
-        body = {
-            "recommendation_id": recommendation_id,
-            "user_id": user_id,
-            "model_version": "3",
-            "variant": variant,
-            "degraded": degraded,
-            "items": items,
-        }
-        return JSONResponse(body, headers={"x-variant": variant})
-
-    @app.post("/feedback")
-    async def feedback(request: Request) -> Response:
-        body = await request.json()
-        events = body if isinstance(body, list) else [body]
-        for event in events:
-            duplicate = event["event_id"] in seen_events
-            seen_events.add(event["event_id"])
-            variant = None if duplicate else variant_of_recommendation.get(event.get("recommendation_id", ""))
-            metrics.count_feedback(event["event_type"], "duplicate" if duplicate else "stored", variant)
-        return JSONResponse({"stored": len(events)})
-
-    @app.get("/health/ready")
-    def ready() -> dict[str, str]:
-        return {"status": "ready"}
-
-    @app.get("/metrics")
-    def metrics_endpoint() -> Response:
-        body, content_type = metrics.render()
-        return Response(body, media_type=content_type)
-
-    return app
+    category_ids: tuple[int, ...]
+    product_ids: tuple[int, ...]
+    reader: InMemoryFeatureReader
+    feedback_log: SwitchableFeedbackLog
 
 
 @contextlib.contextmanager
 def _serve_in_thread(app: Any, port: int) -> Iterator[None]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="stand-in-service", daemon=True)
+    thread = threading.Thread(target=server.run, name="recsys-service", daemon=True)
     thread.start()
     try:
-        _wait_until(lambda: server.started, 20, "the stand-in service to start")
+        _wait_until(lambda: server.started, 20, "the service to start")
         yield
     finally:
         server.should_exit = True
         thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def recsys_service() -> Iterator[ServiceUnderTest]:
-    """The service Prometheus scrapes.
+def _admin(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
-    LEAD: switch this fixture to the real service once zadanie4 serves: after the demo artifacts exist,
-    start ``recsys serve --host 127.0.0.1 --port <free port>`` as a subprocess (or
-    ``zadanie4.app.create_app(load_settings())`` through ``_serve_in_thread``), wait for
-    ``/health/ready``, and pass warm user ids from the generated events and cold ids never seen.
-    Today it runs a stand-in app that records the same metrics through ``ServiceMetrics``.
-    """
+
+@pytest.fixture(scope="module")
+def recsys_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceUnderTest]:
+    """zadanie4's app served by uvicorn on a free loopback port, with canary and shadow turned on."""
+    _binary("prometheus")  # skip (or fail in CI) before starting anything
+    workdir = tmp_path_factory.mktemp("service")
+    shop = make_shop()
+    reader = InMemoryFeatureReader(shop.tables)
+    # The challenger is a retrained champion: close weights, so shadow overlap is high but not always 1.
+    champion, challenger = LinearRanker(seed=0), LinearRanker(seed=0)
+    challenger.weights = champion.weights + np.random.default_rng(1).normal(scale=0.3, size=champion.weights.shape)
+    models = DictModelProvider({"champion": model("3", champion), "challenger": model("4", challenger)})
+    feedback_log = SwitchableFeedbackLog(workdir / "feedback.db")
+    settings = load_settings(
+        artifacts_dir=workdir,
+        admin_token=ADMIN_TOKEN,
+        redis_url=None,
+        feedback_sqlite_path=workdir / "feedback.db",
+        exploration_share=0.2,  # two of ten slots: the "exploration" reason shows up
+        exploration_seed=1,
+        load_challenger=True,
+        canary_weight=0.0,
+        shadow_enabled=False,
+        feature_budget_ms=1000.0,  # only the injected outage degrades responses, not a busy test machine
+        # a short breaker cooldown ends the degradation with the outage, however fast the machine sends
+        # requests: the fallback then serves well under the 1000 impressions the CTR alert compares
+        breaker_cooldown_s=0.05,
+        realtime_update_interval_s=0.0,
+    )
+    app = create_app(
+        settings, dependencies=make_dependencies(shop, reader=reader, models=models), feedback_log=feedback_log
+    )
     port = _free_port()
-    with _serve_in_thread(_stand_in_app(), port):
+    base_url = f"http://127.0.0.1:{port}"
+    with _serve_in_thread(app, port), httpx.Client(base_url=base_url, timeout=10.0) as client:
+        _wait_until(lambda: client.get("/health/ready").status_code == 200, 30, "the service to be ready")
+        # canary and shadow on, the way an operator turns them on
+        canary = client.post("/admin/canary", json={"weight": CANARY_WEIGHT}, headers=_admin())
+        assert canary.status_code == 200 and canary.json()["challenger_version"] == "4", canary.text
+        shadow = client.post("/admin/shadow", json={"enabled": True}, headers=_admin())
+        assert shadow.status_code == 200 and shadow.json()["shadow_enabled"] is True, shadow.text
+        unknown = shop.unknown_user()
         yield ServiceUnderTest(
-            base_url=f"http://127.0.0.1:{port}",
-            warm_user_ids=tuple(range(1, 200)),
-            cold_user_ids=tuple(range(10**9, 10**9 + 200)),
+            base_url=base_url,
+            warm_user_ids=tuple(shop.users_with_events(5)),
+            cold_user_ids=tuple(range(unknown, unknown + 200)),
+            category_ids=tuple(int(c) for c in shop.tables.category_stats.index),
+            product_ids=tuple(int(p) for p in shop.tables.product_stats.index),
+            reader=reader,
+            feedback_log=feedback_log,
         )
 
 
-def _feedback_event(user_id: int, product_id: int, event_type: str, recommendation_id: str) -> dict[str, Any]:
-    """One POST /feedback body (issue 6: event_id, user_id, product_id, event_type, recommendation_id)."""
+@dataclass
+class Sent:
+    """What the client saw: after the last scrape, Prometheus must show the same counts."""
+
+    responses: Counter[str] = field(default_factory=Counter)  # by variant
+    degraded: int = 0
+    stored: Counter[str] = field(default_factory=Counter)  # by event type
+    clicks: Counter[str] = field(default_factory=Counter)  # stored clicks by variant of the recommendation
+    duplicates: int = 0
+    failed: int = 0
+
+    @property
+    def feedback_events(self) -> int:
+        return sum(self.stored.values()) + self.duplicates + self.failed
+
+
+def _event(user_id: int, product_id: int, event_type: str, recommendation_id: str) -> dict[str, Any]:
+    """One POST /feedback event (event_id, user_id, product_id, event_type, recommendation_id)."""
     return {
         "event_id": uuid.uuid4().hex,
         "user_id": user_id,
@@ -212,60 +253,72 @@ def _feedback_event(user_id: int, product_id: int, event_type: str, recommendati
     }
 
 
-@contextlib.contextmanager
-def _traffic(service: ServiceUnderTest, max_seconds: float = 60.0) -> Iterator[dict[str, int]]:
-    """Send a realistic mix in the background until the block ends (bounded in time and count).
+def _send_traffic(service: ServiceUnderTest) -> Sent:
+    """A fixed plan of page views, each followed by its feedback batch.
 
-    Warm and cold users ask for recommendations; every shown item gets an impression and about one in
-    four gets a click, attributed by recommendation id and posted as one batch per list; a few health
-    checks and a retried (duplicate) event.
+    Three in four page views are from warm users, one from a cold user; every fifth is a category page
+    with session products (POST /recommend). Every shown item gets an impression; about one in four a
+    click, fewer a cart or a purchase. During ``STORE_OUTAGE`` the online store fails (responses degrade
+    to the popularity fallback); the batch of ``FEEDBACK_OUTAGE`` cannot be written. Every tenth view
+    also checks health and the model and retries an event (a duplicate); every twentieth sends an
+    invalid request (422) and an admin call without the token (401).
     """
-    stop = threading.Event()
-    sent = {"recommend": 0, "feedback": 0, "errors": 0}
     rng = random.Random(11)
+    sent = Sent()
+    with httpx.Client(base_url=service.base_url, timeout=10.0) as client:
+        for n in range(N_PAGE_VIEWS):
+            service.reader.fail = n in STORE_OUTAGE
+            user_id = rng.choice(service.cold_user_ids if n % 4 == 3 else service.warm_user_ids)
+            if n % 5 == 0:
+                page = {
+                    "user_id": user_id,
+                    "k": 10,
+                    "category_id": rng.choice(service.category_ids),
+                    "session_product_ids": rng.sample(service.product_ids, 3),
+                }
+                response = client.post("/recommend", json=page)
+            else:
+                response = client.get("/recommend", params={"user_id": user_id, "k": 10})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            sent.responses[body["variant"]] += 1
+            sent.degraded += bool(body["degraded"])
 
-    def run() -> None:
-        deadline = time.monotonic() + max_seconds
-        with httpx.Client(base_url=service.base_url, timeout=5.0) as client:
-            for n in range(100_000):
-                if stop.is_set() or time.monotonic() > deadline:
-                    return
-                users = service.cold_user_ids if n % 4 == 3 else service.warm_user_ids
-                user_id = rng.choice(users)
-                try:
-                    response = client.get("/recommend", params={"user_id": user_id, "k": 10})
-                    sent["recommend"] += 1
-                    if response.status_code != 200:
-                        sent["errors"] += 1
-                        continue
-                    body = response.json()
-                    rec_id = body["recommendation_id"]
-                    events = [
-                        _feedback_event(user_id, item["product_id"], "impression", rec_id) for item in body["items"]
-                    ]
-                    events += [
-                        _feedback_event(user_id, item["product_id"], "click", rec_id)
-                        for item in body["items"]
-                        if rng.random() < 0.25
-                    ]
-                    # the batch form of POST /feedback: a list of events
-                    sent["feedback"] += len(events)
-                    if client.post("/feedback", json=events).status_code >= 300:
-                        sent["errors"] += 1
-                    if n % 10 == 0:
-                        client.get("/health/ready")
-                        client.post("/feedback", json=events[0])  # a retried single event: a duplicate
-                except httpx.HTTPError:
-                    sent["errors"] += 1
-                time.sleep(0.01)
+            rec_id = body["recommendation_id"]
+            events = [_event(user_id, item["product_id"], "impression", rec_id) for item in body["items"]]
+            for item in body["items"]:
+                draw = rng.random()
+                if draw < 0.25:
+                    events.append(_event(user_id, item["product_id"], "click", rec_id))
+                if draw < 0.05:
+                    events.append(_event(user_id, item["product_id"], "cart", rec_id))
+                if draw < 0.02:
+                    events.append(_event(user_id, item["product_id"], "purchase", rec_id))
+            service.feedback_log.fail = n == FEEDBACK_OUTAGE
+            try:
+                feedback = client.post("/feedback", json=events)
+            finally:
+                service.feedback_log.fail = False
+            if n == FEEDBACK_OUTAGE:
+                assert feedback.status_code == 503, feedback.text
+                sent.failed += len(events)
+            else:
+                assert feedback.status_code == 200, feedback.text
+                sent.stored.update(event["event_type"] for event in events)
+                sent.clicks[body["variant"]] += sum(event["event_type"] == "click" for event in events)
 
-    thread = threading.Thread(target=run, name="traffic", daemon=True)
-    thread.start()
-    try:
-        yield sent
-    finally:
-        stop.set()
-        thread.join(timeout=10)
+            if n % 10 == 0:
+                assert client.get("/health/ready").status_code == 200
+                assert client.get("/model").status_code == 200
+                retried = client.post("/feedback", json=events[0])  # a client retry: acknowledged, not stored
+                assert retried.status_code == 200 and retried.json()["duplicates"] == (n != FEEDBACK_OUTAGE)
+                sent.duplicates += n != FEEDBACK_OUTAGE
+                sent.stored["impression"] += n == FEEDBACK_OUTAGE
+            if n % 20 == 0:
+                assert client.get("/recommend", params={"user_id": user_id, "k": 0}).status_code == 422
+                assert client.post("/admin/shadow", json={"enabled": True}).status_code == 401
+    service.reader.fail = False
+    return sent
 
 
 # --- Prometheus ----------------------------------------------------------------------------------
@@ -347,76 +400,180 @@ def _values(result: dict[str, Any]) -> list[float]:
     return [float(s["value"][1]) for s in series]
 
 
+@dataclass(frozen=True)
+class Observed:
+    prometheus: PrometheusServer
+    sent: Sent
+
+
+def _scalar(prometheus: PrometheusServer, expr: str) -> float | None:
+    values = _values(_query(prometheus, expr))
+    return values[0] if len(values) == 1 else None
+
+
 @pytest.fixture(scope="module")
-def observed(recsys_service: ServiceUnderTest, prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
-    """Prometheus once it has scraped the service under traffic and evaluated every alert rule."""
-    with _traffic(recsys_service) as sent:
-        # rate() needs two scrapes that saw the counters move; rules need one evaluation with that data
-        _wait_until(
-            lambda: bool(
-                _values(_query(prometheus, f'sum(rate(recsys_recommendations_total{{job="{SCRAPE_JOB}"}}[1m])) > 0'))
-            ),
-            30,
-            "Prometheus to see recommendation traffic",
-        )
-        _wait_until(
-            lambda: bool(_values(_query(prometheus, "sum(rate(recsys_clicks_total[1m])) > 0"))),
-            30,
-            "Prometheus to see click feedback",
-        )
-        time.sleep(2.5)  # a couple more scrapes and rule evaluations over the traffic
-        assert sent["recommend"] > 0 and sent["errors"] == 0, sent
-        yield prometheus
+def observed(recsys_service: ServiceUnderTest, prometheus: PrometheusServer) -> Observed:
+    """Prometheus once it has scraped the service before, during and after the planned traffic."""
+    # rate() compares scrapes: one scrape must have seen the counters before any traffic
+    _wait_until(lambda: _scalar(prometheus, f'up{{job="{SCRAPE_JOB}"}}') == 1.0, 30, "the first scrape")
+    sent = _send_traffic(recsys_service)
+    # a scrape after the last request shows every count; shadow scoring finishes off the request path
+    expected = {
+        "sum(recsys_recommendations_total)": float(sum(sent.responses.values())),
+        "sum(recsys_feedback_events_total)": float(sent.feedback_events),
+    }
+    for expr, value in expected.items():
+        _wait_until(lambda e=expr, v=value: _scalar(prometheus, e) == v, 20, f"{expr} == {value:g}")
+    _wait_until(
+        lambda: (_scalar(prometheus, 'sum(recsys_shadow_requests_total{result="scored"})') or 0) > 0,
+        20,
+        "scored shadow requests",
+    )
+    time.sleep(2.5)  # a couple more scrapes and rule evaluations (every second) over the final counts
+    return Observed(prometheus, sent)
+
+
+def _query_failures(prometheus: PrometheusServer, queries: Sequence[Any]) -> list[str]:
+    """Each dashboard target run over the last minute, as Grafana runs it; a message per broken one."""
+    failures = []
+    for query in queries:
+        expr = query.promql()
+        if "$" in expr:
+            failures.append(f"{query.panel} [{query.ref_id}]: unknown Grafana variable in {expr!r}")
+            continue
+        result = _query(prometheus, expr, range_s=60)
+        if result.get("status") != "success":
+            failures.append(f"{query.panel} [{query.ref_id}]: {result.get('error')} in {expr!r}")
+        elif not result["data"]["result"]:
+            failures.append(f"{query.panel} [{query.ref_id}]: no data for {expr!r}")
+    return failures
 
 
 # --- tests ---------------------------------------------------------------------------------------
-def test_prometheus_scrapes_the_service_with_the_project_config(observed: PrometheusServer) -> None:
-    targets = httpx.get(f"{observed.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+def test_prometheus_scrapes_the_service_with_the_project_config(observed: Observed) -> None:
+    targets = httpx.get(f"{observed.prometheus.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
     (target,) = [t for t in targets if t["labels"]["job"] == SCRAPE_JOB]
     assert target["health"] == "up", target.get("lastError")
     assert target["labels"]["service"] == "recommender"
 
 
-def test_every_dashboard_query_runs_and_returns_data(observed: PrometheusServer, dashboard_queries: list[Any]) -> None:
-    # given Prometheus after a few seconds of traffic
-    failures = []
-    for query in dashboard_queries:
-        # when each panel target runs over the last minute, as Grafana runs it
-        expr = query.promql()
-        if "$" in expr:
-            failures.append(f"{query.panel} [{query.ref_id}]: unknown Grafana variable in {expr!r}")
-            continue
-        result = _query(observed, expr, range_s=60)
-        # then it parses and returns series
-        if result.get("status") != "success":
-            failures.append(f"{query.panel} [{query.ref_id}]: {result.get('error')} in {expr!r}")
-        elif not result["data"]["result"]:
-            failures.append(f"{query.panel} [{query.ref_id}]: no data for {expr!r}")
+def test_prometheus_counts_exactly_what_the_client_saw(observed: Observed) -> None:
+    # given the traffic the client sent and the answers it got
+    prometheus, sent = observed.prometheus, observed.sent
+
+    def by(label: str, expr: str) -> dict[str, float]:
+        result = _query(prometheus, f"sum by ({label}) ({expr})")["data"]["result"]
+        return {s["metric"][label]: float(s["value"][1]) for s in result if float(s["value"][1]) > 0}
+
+    # then the scraped counters hold the same numbers
+    assert by("variant", "recsys_recommendations_total") == {k: float(v) for k, v in sent.responses.items()}
+    assert set(sent.responses) == {"champion", "challenger", "fallback"}, "canary and the outage route every variant"
+    assert _scalar(prometheus, 'sum(recsys_recommendations_total{degraded="true"})') == sent.degraded > 0
+    assert by("event_type", 'recsys_feedback_events_total{result="stored"}') == {
+        k: float(v) for k, v in sent.stored.items()
+    }
+    assert _scalar(prometheus, 'sum(recsys_feedback_events_total{result="duplicate"})') == sent.duplicates > 0
+    assert _scalar(prometheus, 'sum(recsys_feedback_events_total{result="failed"})') == sent.failed > 0
+    assert by("variant", "recsys_clicks_total") == {k: float(v) for k, v in sent.clicks.items() if v}
+
+
+def test_the_service_emits_every_metric_it_declares(observed: Observed) -> None:
+    # given every metric family of zadanie4/prometheus_metrics.py
+    families = create_metrics().registry.collect()
+
+    # when Prometheus is asked for each after the traffic
+    silent = []
+    for family in families:
+        if family.type == "gauge":  # state: the series must exist
+            expr = f"count({family.name})"
+        else:  # events: something must have been counted
+            expr = f"sum({family.name}_{'count' if family.type == 'histogram' else 'total'})"
+        value = _scalar(observed.prometheus, expr)
+        if value is None or value <= 0:
+            silent.append(f"{family.name} ({family.type}): {expr} = {value}")
+
+    # then none is silent: each one is emitted by the running service, not only declared
+    assert not silent, "declared but never emitted:\n" + "\n".join(silent)
+
+
+def test_every_dashboard_query_runs_and_returns_data(observed: Observed, dashboard_queries: list[Any]) -> None:
+    failures = _query_failures(observed.prometheus, dashboard_queries)
     assert not failures, "broken dashboard queries:\n" + "\n".join(failures)
 
 
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ("sum by (endpoint) (rate(recsys_requests_total[$__rate_interval])", "parse error"),
+        ("sum by (endpoint) (rate(recsys_request_total[$__rate_interval]))", "no data"),  # misspelled metric
+        ('sum(rate(recsys_requests_total{endpoint="recomend"}[$__rate_interval]))', "no data"),  # wrong label value
+        (
+            "histogram_quantile(0.99, sum by (variant) (rate(recsys_request_latency_seconds_bucket[$__rate_interval])))",
+            "no data",  # `le` left out of the aggregation
+        ),
+        ("sum(rate(recsys_requests_total[$__rate_intervl]))", "unknown grafana variable"),
+    ],
+)
+def test_a_broken_dashboard_query_fails_the_check(
+    observed: Observed, dashboard_queries: list[Any], expr: str, problem: str
+) -> None:
+    # given a dashboard target with a typical mistake
+    broken = dataclasses.replace(dashboard_queries[0], panel="Broken panel", expr=expr)
+
+    # when the dashboard check runs it
+    failures = _query_failures(observed.prometheus, [broken])
+
+    # then it is reported
+    assert len(failures) == 1 and failures[0].startswith("Broken panel"), failures
+    assert problem in failures[0].lower(), failures
+
+
 @pytest.mark.parametrize("panel", TRAFFIC_PANELS)
-def test_traffic_panels_show_the_traffic(observed: PrometheusServer, dashboard_queries: list[Any], panel: str) -> None:
+def test_traffic_panels_show_the_traffic(observed: Observed, dashboard_queries: list[Any], panel: str) -> None:
     targets = [query for query in dashboard_queries if query.panel == panel]
     assert targets, f"no dashboard panel titled {panel!r}"
-    values = [v for query in targets for v in _values(_query(observed, query.promql(), range_s=60))]
+    values = [v for query in targets for v in _values(_query(observed.prometheus, query.promql(), range_s=60))]
     assert any(math.isfinite(v) and v > 0 for v in values), f"{panel}: only zeros/NaN after traffic"
 
 
-def test_every_alert_rule_expression_runs(observed: PrometheusServer, alert_rules: list[Any]) -> None:
+def test_state_panels_show_the_state_of_the_service(observed: Observed, dashboard_queries: list[Any]) -> None:
+    def instant(panel: str) -> list[dict[str, Any]]:
+        (query,) = [q for q in dashboard_queries if q.panel == panel]
+        return _query(observed.prometheus, query.promql())["data"]["result"]
+
+    versions = {(s["metric"]["variant"], s["metric"]["version"]) for s in instant("Model version by variant")}
+    assert versions == {("champion", "3"), ("challenger", "4")}
+    assert [float(s["value"][1]) for s in instant("Service up")] == [1.0]
+    assert [float(s["value"][1]) for s in instant("Canary weight")] == [CANARY_WEIGHT]
+    assert [float(s["value"][1]) for s in instant("Shadow scoring")] == [1.0]
+    (freshness,) = [float(s["value"][1]) for s in instant("Feature freshness")]
+    assert 0.0 <= freshness < 600.0, "product features were loaded at start-up, seconds ago"
+
+
+def test_every_alert_rule_expression_runs(observed: Observed, alert_rules: list[Any]) -> None:
     failures = []
     for rule in alert_rules:
-        result = _query(observed, rule.expr)
+        result = _query(observed.prometheus, rule.expr)
         if result.get("status") != "success":
             failures.append(f"{rule.name}: {result.get('error')}")
     assert not failures, "broken alert expressions:\n" + "\n".join(failures)
 
 
-def test_prometheus_evaluates_every_alert_rule_without_error(
-    observed: PrometheusServer, alert_rules: list[Any]
-) -> None:
+def test_alert_conditions_follow_the_injected_faults(observed: Observed, alert_rules: list[Any]) -> None:
+    # given the outage of the online store (degraded responses) and the failed feedback write
+    expressions = {rule.name: rule.expr for rule in alert_rules}
+
+    # when the alert expressions are evaluated now
+    met = {name: bool(_query(observed.prometheus, expressions[name])["data"]["result"]) for name in expressions}
+
+    # then the faults meet their alerts' conditions and nothing else is alarming
+    assert {name: met[name] for name in FAULT_ALERTS} == dict.fromkeys(FAULT_ALERTS, True)
+    assert {name: met[name] for name in QUIET_ALERTS} == dict.fromkeys(QUIET_ALERTS, False)
+
+
+def test_prometheus_evaluates_every_alert_rule_without_error(observed: Observed, alert_rules: list[Any]) -> None:
     def rules_state() -> list[dict[str, Any]]:
-        groups = httpx.get(f"{observed.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        groups = httpx.get(f"{observed.prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
         return [rule for group in groups for rule in group["rules"]]
 
     _wait_until(lambda: all(rule["health"] != "unknown" for rule in rules_state()), 15, "a rule evaluation")
@@ -424,6 +581,8 @@ def test_prometheus_evaluates_every_alert_rule_without_error(
     assert {rule["name"] for rule in loaded} == {rule.name for rule in alert_rules}
     unhealthy = [(rule["name"], rule.get("lastError")) for rule in loaded if rule["health"] != "ok"]
     assert not unhealthy, unhealthy
+    pending = {rule["name"] for rule in loaded if rule.get("state") == "pending"}
+    assert set(FAULT_ALERTS) <= pending, "the faults' alerts wait out their `for:` time"
 
 
 def test_promtool_accepts_the_project_config_and_rules() -> None:
