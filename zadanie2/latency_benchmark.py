@@ -11,6 +11,10 @@ each via the Feast SDK (``get_online_features(...).to_dict()``) and via ``create
 (``RedisFeatureReader`` on Redis). Results (p50/p99/mean in ms), the last materialization time and,
 for Redis, the memory taken by the project's keys are merged into ``artifacts/features/latency.json``
 under the online store's name, so SQLite and Redis runs sit side by side.
+
+Reads of absent keys are fast, so timing an empty, half-materialized or meanwhile flushed store would
+report excellent, meaningless figures: the sampled entities are checked to have online rows before and
+after the timed calls, and the run fails otherwise.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ import pyarrow.parquet as pq
 
 from shared import column_names as col
 from shared import feature_definitions as fd
+from shared.errors import UserInputError
 from zadanie2.feature_repo.feature_views import feature_refs
 from zadanie2.offline_snapshots import snapshot_file_name, snapshot_window
 from zadanie2.settings import FeatureStoreSettings, redis_connection_parts
 
 WARMUP_CALLS = 20
+PRESENCE_CHECK_USERS = 20
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
@@ -55,6 +61,18 @@ def time_calls(call: Callable[[int], Any], calls: int) -> dict[str, float]:
         call(i)
         timings.append(time.perf_counter() - started)
     return percentiles_ms(timings)
+
+
+def verify_rows_present(reader: Any, user_ids: list[int], product_ids: list[int], when: str) -> None:
+    """Raise UserInputError when some of these final-snapshot entities have no online row."""
+    missing_users = sum(reader.read_user(u) is None for u in user_ids)
+    missing_products = len(set(product_ids)) - len(reader.read_products(product_ids))
+    if missing_users or missing_products:
+        raise UserInputError(
+            f"{when} timing, {missing_users}/{len(user_ids)} sampled users and {missing_products}/"
+            f"{len(set(product_ids))} products of the final snapshot have no online row: the online store is "
+            "not (fully) materialized or was changed meanwhile; run `recsys features materialize` and measure again"
+        )
 
 
 def redis_memory(redis_url: str, project: str) -> dict[str, Any]:
@@ -119,6 +137,8 @@ def run_latency_benchmark(
         rows = [{col.USER_ID: user_draws[i], col.PRODUCT_ID: p} for p in product_draws[i]]
         return store.get_online_features(features=pair_refs, entity_rows=rows).to_dict()
 
+    check_users, check_products = user_draws[:PRESENCE_CHECK_USERS], product_draws[0]
+    verify_rows_present(reader, check_users, check_products, "before")
     gc.collect()
     gc.freeze()
     try:
@@ -138,6 +158,7 @@ def run_latency_benchmark(
                 "pairs": time_calls(lambda i: reader.read_user_products(user_draws[i], product_draws[i]), calls),
             },
         }
+        verify_rows_present(reader, check_users, check_products, "after")
     finally:
         gc.unfreeze()
         reader.close()

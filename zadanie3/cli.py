@@ -227,6 +227,32 @@ def rollback_command(
     console.print(f"champion of {settings.model_name}: v{move.previous} -> v{move.current} (rolled back)")
 
 
+@registry_app.command("reference-auc")
+def reference_auc_command(
+    eval_set: Path | None = typer.Option(
+        None, help="Evaluation set parquet; default artifacts/train/eval_set.parquet."
+    ),
+    ground_truth: Path | None = typer.Option(
+        None, help="Ground truth of the generated shop; default data/ground_truth (RECSYS_DATA_DIR)."
+    ),
+) -> None:
+    """ROC-AUC of the generator's true utilities on the evaluation set: the bar attainable on synthetic data."""
+    from shared.console import console
+    from shared.settings import load_shared_settings
+    from zadanie3.reference_auc import load_reference_aucs, write_reference_aucs
+
+    settings = _settings(eval_set)
+    truth_dir = ground_truth or load_shared_settings().ground_truth_dir
+    result = load_reference_aucs(settings.effective_eval_set_path, truth_dir)
+    console.print(
+        f"{result.rows:,} rows, {result.positives:,} positives; ROC-AUC of ground-truth scores: "
+        f"true utility {result.true_utility:.4f}, utility + log(activity) {result.utility_plus_log_activity:.4f} "
+        f"(gate bar: {settings.gate_min_roc_auc})",
+        soft_wrap=True,
+    )
+    console.print(f"wrote {write_reference_aucs(result, settings.registry_dir / 'reference_auc.json')}")
+
+
 @registry_app.command("server")
 def server_command(
     backend_store_uri: str | None = typer.Option(

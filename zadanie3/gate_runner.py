@@ -24,7 +24,7 @@ import numpy as np
 
 from shared.feature_definitions import RANKER_FEATURES
 from zadanie3.evaluation_set import EvaluationSet, load_evaluation_set
-from zadanie3.ranking_metrics import RankedScores, accuracy_and_f1, decision_threshold, ndcg_per_query
+from zadanie3.gate_metrics import RankedScores, accuracy_and_f1, decision_threshold, ndcg_per_query
 from zadanie3.settings import CHAMPION, RegistrySettings
 from zadanie3.validation_gate import (
     ComparisonFigures,
@@ -35,8 +35,10 @@ from zadanie3.validation_gate import (
     OutputFigures,
     QualityFigures,
     StabilityFigures,
+    describe_non_default_thresholds,
     evaluate_gates,
     json_safe,
+    non_default_thresholds,
 )
 
 PROBABILISTIC_OBJECTIVES = frozenset({"binary", "cross_entropy", "xentropy", "cross_entropy_lambda", "xentlambda"})
@@ -363,6 +365,7 @@ class ValidationReport:
                 "decision_rule": self.decision.decision_rule,
                 "figures": asdict(self.figures),
                 "thresholds": asdict(self.thresholds),
+                "non_default_thresholds": non_default_thresholds(self.thresholds),
                 "plan": asdict(self.plan),
                 "eval_set": self.eval_set,
                 "measured_at": self.measured_at,
@@ -373,7 +376,9 @@ class ValidationReport:
     def summary_lines(self) -> list[str]:
         champion = f"champion v{self.champion_version}" if self.champion_version is not None else "no champion"
         head = f"{self.model_name} v{self.version} vs {champion} on {self.eval_set.get('rows', 0):,} rows"
-        return [head, *self.decision.summary_lines()]
+        changed = non_default_thresholds(self.thresholds)
+        note = [f"{'thresholds':<20} {'CHANGED':<8} {describe_non_default_thresholds(changed)}"] if changed else []
+        return [head, *note, *self.decision.summary_lines()]
 
 
 def report_path(settings: RegistrySettings, version: int) -> Path:

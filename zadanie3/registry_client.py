@@ -37,7 +37,7 @@ from shared.errors import UserInputError
 from shared.feature_definitions import RANKER_FEATURES, default_of
 from zadanie1.ranker_artifact import META_FILE, MODEL_FILE, RankerArtifact, load_ranker
 from zadanie3.settings import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistrySettings, load_settings, redact_uri
-from zadanie3.validation_gate import promotion_decision
+from zadanie3.validation_gate import describe_non_default_thresholds, promotion_decision
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -50,6 +50,7 @@ CHAMPION_HISTORY_TAG = "champion_history"
 VALIDATION_STATUS_TAG = "validation.status"
 VALIDATION_REPORT_TAG = "validation.report_id"
 VALIDATION_CHAMPION_TAG = "validation.champion_version"
+VALIDATION_THRESHOLDS_TAG = "validation.non_default_thresholds"
 NO_CHAMPION = "none"
 CACHE_POINTER_DIR = "aliases"
 CACHE_VERSIONS_DIR = "versions"
@@ -533,6 +534,7 @@ def promote(version: int, settings: RegistrySettings, *, force: bool = False, re
     _save_history(client, settings, [*history, version])
     if _resolve(client, settings, CHALLENGER) == version:
         client.delete_registered_model_alias(settings.model_name, CHALLENGER)
+    relaxed = info.tags.get(VALIDATION_THRESHOLDS_TAG, "-")  # a gate passed under a relaxed bar says so here too
     record_event(
         client,
         settings,
@@ -542,6 +544,7 @@ def promote(version: int, settings: RegistrySettings, *, force: bool = False, re
         forced=force or None,
         previous_champion=current,
         report_id=info.tags.get(VALIDATION_REPORT_TAG),
+        non_default_thresholds=None if relaxed == "-" else relaxed,
     )
     client.set_model_version_tag(settings.model_name, str(version), "promotion_forced", str(bool(force)).lower())
     return AliasMove(previous=current, current=version, forced=force)
@@ -590,6 +593,8 @@ def record_validation(version: int, report: Mapping[str, Any], report_path: Path
     client.set_model_version_tag(name, v, VALIDATION_REPORT_TAG, str(report["report_id"]))
     client.set_model_version_tag(name, v, VALIDATION_CHAMPION_TAG, NO_CHAMPION if champion is None else str(champion))
     client.set_model_version_tag(name, v, "validation.failed_gates", ",".join(report.get("failed_gates", [])) or "-")
+    relaxed = describe_non_default_thresholds(report.get("non_default_thresholds") or {})
+    client.set_model_version_tag(name, v, VALIDATION_THRESHOLDS_TAG, relaxed)
     record_event(
         client,
         settings,
@@ -599,6 +604,7 @@ def record_validation(version: int, report: Mapping[str, Any], report_path: Path
         report_id=report["report_id"],
         champion_version=champion,
         failed_gates=report.get("failed_gates") or None,
+        non_default_thresholds=None if relaxed == "-" else relaxed,
     )
     if mv.run_id:
         client.log_artifact(mv.run_id, str(report_path), artifact_path="validation")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Status = Literal["pass", "fail", "skipped"]
@@ -69,6 +69,25 @@ class GateThresholds:
             ab_margin=settings.gate_ab_margin,
             max_abs_score=settings.gate_max_abs_score,
         )
+
+
+def non_default_thresholds(thresholds: GateThresholds) -> dict[str, dict[str, float]]:
+    """Thresholds that differ from the production defaults: ``{name: {"value": v, "default": d}}``.
+
+    Recorded in every report and on the version, so a gate passed under a relaxed bar (e.g. the demo's
+    ROC-AUC bar) says so wherever the result is read.
+    """
+    defaults = GateThresholds()
+    return {
+        f.name: {"value": getattr(thresholds, f.name), "default": getattr(defaults, f.name)}
+        for f in fields(GateThresholds)
+        if getattr(thresholds, f.name) != getattr(defaults, f.name)
+    }
+
+
+def describe_non_default_thresholds(changed: Mapping[str, Mapping[str, float]]) -> str:
+    """``"min_roc_auc 0.72 (default 0.85)"`` per changed threshold, ``"-"`` when none changed."""
+    return "; ".join(f"{name} {v['value']:g} (default {v['default']:g})" for name, v in changed.items()) or "-"
 
 
 @dataclass(frozen=True)

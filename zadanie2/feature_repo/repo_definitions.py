@@ -1,8 +1,13 @@
-"""Module-level objects for the ``feast`` CLI (``feast -c zadanie2/feature_repo plan|apply``).
+"""Module-level objects for the ``feast`` CLI, which discovers objects only at module level.
 
-The ``recsys features apply`` command does not import this file; it calls
-``build_feature_objects`` with the settings directly. Feast's CLI discovers objects only at
-module level, hence this one file with import-time work.
+The yaml is generated elsewhere (``recsys features apply`` writes it under
+``artifacts/features/feast_cli_<store>/``), so point the CLI at this folder for the definitions and at
+that file for the configuration, from the repo root::
+
+    feast -c zadanie2/feature_repo -f "$PWD/artifacts/features/feast_cli_sqlite/feature_store.yaml" plan
+
+``recsys features apply`` does not import this file; it calls ``build_feature_objects`` with the
+settings directly. Hence this is the one file with import-time work.
 """
 
 from zadanie2.feature_repo.feature_views import build_feature_objects

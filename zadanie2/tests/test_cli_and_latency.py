@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from shared.cli import build_app
+from shared.errors import UserInputError
 from zadanie2.latency_benchmark import percentiles_ms, run_latency_benchmark
-from zadanie2.tests.conftest import BuiltStore, OfflineData
+from zadanie2.tests.conftest import BuiltStore, OfflineData, store_settings
 
 
 @pytest.fixture
@@ -78,8 +79,6 @@ def test_refresh_runs_the_whole_store_pipeline_in_one_command(cli_env: Path) -> 
 
 
 def test_materialize_before_build_is_a_user_error(cli_env: Path) -> None:
-    from shared.errors import UserInputError
-
     result = CliRunner().invoke(build_app(), ["features", "materialize"])
     assert result.exit_code != 0 and isinstance(result.exception, UserInputError)
     assert "recsys features build" in str(result.exception)
@@ -92,6 +91,18 @@ def test_latency_benchmark_reports_both_read_paths(sqlite_store: BuiltStore) -> 
         assert set(section[path]) == {"user", "products", "pairs"}
         assert all(stats["calls"] == 10 and stats["p99_ms"] >= stats["p50_ms"] > 0 for stats in section[path].values())
     assert section["materialization_seconds"] > 0
+
+
+def test_latency_of_a_store_without_online_rows_is_refused(offline_data: OfflineData, tmp_path: Path) -> None:
+    # given a store whose views are applied but never materialized (reads would all be fast misses)
+    from zadanie2.feature_store_config import open_feature_store
+    from zadanie2.materialization import apply_feature_repo
+
+    settings = store_settings(offline_data, "sqlite", "recsys_empty", tmp_path / "empty")
+    apply_feature_repo(settings, open_feature_store(settings))
+    # when it is timed, then the run is refused instead of reporting misses as latency
+    with pytest.raises(UserInputError, match="no online row"):
+        run_latency_benchmark(settings, calls=10, n_products=5)
 
 
 def test_percentiles_are_in_milliseconds() -> None:

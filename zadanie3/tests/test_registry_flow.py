@@ -112,6 +112,23 @@ def test_shuffled_label_challenger_is_rejected_and_the_champion_stays(
     assert json.loads(path.read_text())["failed_gates"] == report.failed_gates
 
 
+def test_a_gate_passed_under_a_relaxed_bar_says_so_on_the_version(
+    good_ranker_dir: Path, settings: RegistrySettings
+) -> None:
+    relaxed = settings.model_copy(update={"gate_min_roc_auc": 0.6})
+    version = register(good_ranker_dir, relaxed)
+
+    report, path = run_validation(version, relaxed)
+    rc.promote(version, relaxed)
+
+    assert report.passed and report.summary_lines()[1].split()[:2] == ["thresholds", "CHANGED"]
+    assert json.loads(path.read_text())["non_default_thresholds"] == {"min_roc_auc": {"value": 0.6, "default": 0.85}}
+    tags = rc.get_version(version, settings).tags
+    assert tags["validation.non_default_thresholds"] == "min_roc_auc 0.6 (default 0.85)"
+    events = {e["action"]: e for e in rc.version_events(tags)}
+    assert events["validated"]["non_default_thresholds"] == events["promoted"]["non_default_thresholds"]
+
+
 def test_forced_promotion_needs_a_reason_and_is_recorded(
     good_ranker_dir: Path, bad_ranker_dir: Path, settings: RegistrySettings
 ) -> None:

@@ -16,7 +16,9 @@ from zadanie3.validation_gate import (
     OutputFigures,
     QualityFigures,
     StabilityFigures,
+    describe_non_default_thresholds,
     evaluate_gates,
+    non_default_thresholds,
     promotion_decision,
 )
 
@@ -120,6 +122,22 @@ def test_thresholds_are_configurable() -> None:
 
     assert not evaluate_gates(figures, THRESHOLDS).passed
     assert evaluate_gates(figures, dataclasses.replace(THRESHOLDS, min_roc_auc=0.75)).passed
+
+
+def test_relaxed_thresholds_are_named_with_their_defaults() -> None:
+    relaxed = dataclasses.replace(GateThresholds(), min_roc_auc=0.72, max_p99_latency_ms=80.0)
+
+    changed = non_default_thresholds(relaxed)
+
+    assert changed == {
+        "min_roc_auc": {"value": 0.72, "default": 0.85},
+        "max_p99_latency_ms": {"value": 80.0, "default": 50.0},
+    }
+    assert (
+        describe_non_default_thresholds(changed)
+        == "min_roc_auc 0.72 (default 0.85); max_p99_latency_ms 80 (default 50)"
+    )
+    assert non_default_thresholds(GateThresholds()) == {} and describe_non_default_thresholds({}) == "-"
 
 
 def test_decision_serialises_to_strict_json() -> None:

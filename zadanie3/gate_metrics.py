@@ -1,7 +1,9 @@
-"""Pure, vectorised quality metrics of a ranker's scores: ROC-AUC, ndcg@k per query, accuracy and F1.
+"""The validation gate's metrics: vectorised ROC-AUC, ndcg@k per query, accuracy and F1 of a ranker's scores.
 
 Written for repeated use inside bootstrap loops: the weighted AUC is O(n) once the scores' tie
 groups are known, and ndcg is computed per query once, so resamples are weighted means.
+These score the candidate rows of the evaluation set (label per row); ``zadanie1.ranking_metrics``
+scores final recommendation lists against relevant sets (including items the candidates missed).
 """
 
 from __future__ import annotations

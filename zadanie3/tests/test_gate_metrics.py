@@ -1,4 +1,4 @@
-"""Ranking metrics on hand-checked examples, and the fast weighted AUC against scikit-learn."""
+"""The gate metrics on hand-checked examples, and the fast weighted AUC against scikit-learn."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from zadanie3.ranking_metrics import (
+from zadanie3.gate_metrics import (
     RankedScores,
     accuracy_and_f1,
     decision_threshold,
