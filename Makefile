@@ -78,8 +78,9 @@ LOADTEST_TIME ?= 60s
 loadtest: $(STAMP) ## Locust load test (starts a service unless LOADTEST_HOST is set) -> artifacts/load_test_results/
 	$(BIN)/python -m zadanie4.bench.loadtest_runner $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) --users $(LOADTEST_USERS) --run-time $(LOADTEST_TIME)
 
-ab: $(STAMP) ## Simulated A/B test over HTTP (popularity vs champion) -> artifacts/ab/report.json
-	$(RECSYS) simulate-ab --out artifacts/ab
+ab: $(STAMP) ## Simulated A/B test over HTTP (popularity vs champion), also without exploration -> artifacts/ab/
+	$(RECSYS) simulate-ab --no-exploration --out artifacts/ab/no_exploration
+	$(RECSYS) simulate-ab --out artifacts/ab --compare-with artifacts/ab/no_exploration
 
 reliability: $(STAMP) ## Fault injection, fuzzing, durability and auth scenarios -> artifacts/reliability/
 	$(BIN)/python -m zadanie4.reliability

@@ -290,24 +290,34 @@ def assemble_ranker_matrix(columns: Mapping[str, object], n_rows: int) -> np.nda
         missing = np.isnan(matrix[:, j])
         if missing.any():
             matrix[missing, j] = fd.default_of(name)
-    position = {name: j for j, name in enumerate(fd.RANKER_FEATURES)}
-
-    category = np.broadcast_to(np.asarray(columns["product_category_id"], dtype=np.float64), (n_rows,))
-    top_ids = np.broadcast_to(
-        np.asarray(columns["user_top_category_ids"], dtype=np.float64), (n_rows, fd.TOP_CATEGORIES)
+    add_derived_features(
+        matrix, columns["product_category_id"], columns["user_top_category_ids"], columns["user_top_category_shares"]
     )
-    top_shares = np.broadcast_to(
-        np.asarray(columns["user_top_category_shares"], dtype=np.float32), (n_rows, fd.TOP_CATEGORIES)
-    )
-    same_category = (top_ids == category[:, None]) & (category[:, None] >= 0)
-    matrix[:, position["uc_affinity"]] = np.where(same_category, top_shares, 0.0).sum(axis=1)
+    return matrix
 
-    product_price = matrix[:, position["product_price"]]
-    user_price = matrix[:, position["user_avg_price"]]
+
+_POSITION: dict[str, int] = {name: j for j, name in enumerate(fd.RANKER_FEATURES)}
+
+
+def add_derived_features(matrix: np.ndarray, category: object, top_ids: object, top_shares: object) -> None:
+    """Fill the DERIVED columns of a ranker matrix whose stored columns are already filled (in place).
+
+    ``category``: the products' category ids (n,) or a scalar; ``top_ids`` / ``top_shares``: the padded
+    (n, TOP_CATEGORIES) or (TOP_CATEGORIES,) user arrays. Used by :func:`assemble_ranker_matrix` and by
+    the serving core's preassembled path, so derived features have one definition.
+    """
+    n_rows = len(matrix)
+    categories = np.broadcast_to(np.asarray(category, dtype=np.float64), (n_rows,))
+    ids = np.broadcast_to(np.asarray(top_ids, dtype=np.float64), (n_rows, fd.TOP_CATEGORIES))
+    shares = np.broadcast_to(np.asarray(top_shares, dtype=np.float32), (n_rows, fd.TOP_CATEGORIES))
+    same_category = (ids == categories[:, None]) & (categories[:, None] >= 0)
+    matrix[:, _POSITION["uc_affinity"]] = np.where(same_category, shares, 0.0).sum(axis=1)
+
+    product_price = matrix[:, _POSITION["product_price"]]
+    user_price = matrix[:, _POSITION["user_avg_price"]]
     known = (product_price > 0) & (user_price > 0)
     ratio = np.divide(product_price, user_price, out=np.ones_like(product_price), where=known)
-    matrix[:, position["price_ratio"]] = ratio
-    return matrix
+    matrix[:, _POSITION["price_ratio"]] = ratio
 
 
 def joined_feature_columns(pairs: pd.DataFrame, tables: FeatureTables) -> dict[str, np.ndarray]:

@@ -150,18 +150,26 @@ def evaluate_command(
     holdout_days: float | None = typer.Option(None, help="Hold out the last N days (default 7)."),
     k: int = typer.Option(10, min=1, help="List length."),
     label_days: int | None = typer.Option(None, min=1, help="Days per label window when training (default 5)."),
+    serve_candidates: int | None = typer.Option(
+        None, min=10, help="Candidates scored per user when recommending (default: as trained, 150; the service: 500)."
+    ),
+    max_per_category: int | None = typer.Option(
+        None, min=0, help="Diversity cap per category in a list, 0 = off (default 5; the service: 3)."
+    ),
 ) -> None:
     """Train before a holdout, recommend with the serving core, compare with popularity and random."""
     from shared.console import console, track
     from shared.errors import UserInputError
-    from zadanie1.offline_evaluation import evaluate_offline
+    from zadanie1.offline_evaluation import evaluate_offline, render_evaluation_report
     from zadanie1.settings import load_settings
 
     if holdout_fraction is not None and holdout_days is not None:
         raise UserInputError("give only one of --holdout-fraction or --holdout-days")
     if holdout_fraction is None and holdout_days is None:
         holdout_days = 7.0
-    settings = load_settings(label_days=label_days, k=k)
+    settings = load_settings(
+        label_days=label_days, k=k, serve_n_candidates=serve_candidates, max_per_category=max_per_category
+    )
     frame = _events(events)
     out = out or _artifacts_dir() / "evaluate"
     result = evaluate_offline(
@@ -175,13 +183,17 @@ def evaluate_command(
     out.mkdir(parents=True, exist_ok=True)
     (out / "offline_eval.json").write_text(json.dumps(result.payload, indent=2))
     (out / "evaluation_details.json").write_text(json.dumps(result.details, indent=2, default=str))
+    (out / "report.md").write_text(render_evaluation_report(result))
     payload = result.payload
     for segment, entry in payload["segments"].items():
         parts = ", ".join(f"{m} {entry[m][f'precision_at_{k}']:.4f}" for m in ("model", "popularity", "random"))
         console.print(f"{segment:<11} ({entry['n_users']:,} users) precision@{k}: {parts}")
     lift = payload[f"lift_precision_at_{k}_vs_popularity"]
     console.print(f"lift precision@{k} vs popularity: {lift:+.1%}")
-    console.print(f"wrote {out / 'offline_eval.json'} in {result.details['timings']['total_seconds']:.0f} s")
+    console.print(
+        f"wrote {out / 'offline_eval.json'}, evaluation_details.json and report.md in "
+        f"{result.details['timings']['total_seconds']:.0f} s"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -144,17 +144,23 @@ def _daily(events: pd.DataFrame, ax: Any) -> str | None:
 
 def _funnel(events: pd.DataFrame, ax: Any) -> str | None:
     counts = events[col.EVENT_TYPE].value_counts().reindex([col.VIEW, col.CART, col.PURCHASE], fill_value=0)
-    bars = ax.bar(counts.index.astype(str), counts.to_numpy(), color=["#4c72b0", "#dd8452", "#55a868"])
-    base = counts.iloc[0] or 1
-    for bar, value in zip(bars, counts.to_numpy(), strict=True):
-        ax.annotate(
-            f"{value:,}\n{value / base:.1%} of views",
-            (bar.get_x() + bar.get_width() / 2, value),
-            ha="center",
-            va="bottom",
-        )
+    values = counts.to_numpy()
+    bars = ax.bar(counts.index.astype(str), values, color=["#4c72b0", "#dd8452", "#55a868"])
+    views, carts, purchases = (int(v) for v in values)
+
+    def rate(part: int, whole: int) -> str:
+        return f"{part / whole:.1%}" if whole else "n/a"
+
+    labels = [
+        f"{views:,}",
+        f"{carts:,}\n{rate(carts, views)} of views",
+        f"{purchases:,}\n{rate(purchases, carts)} of carts\n{rate(purchases, views)} of views",
+    ]
+    for bar, value, label in zip(bars, values, labels, strict=True):
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, max(value, 1)), ha="center", va="bottom")
     ax.set_yscale("log")
-    ax.set(title="Funnel: view -> cart -> purchase", ylabel="events (log)")
+    ax.set_ylim(top=max(values.max(), 1) * 4)  # room for the labels above the tallest bar
+    ax.set(title="Funnel: view -> cart -> purchase (counts and step conversion)", ylabel="events (log)")
     return None
 
 

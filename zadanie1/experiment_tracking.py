@@ -8,13 +8,16 @@ ranker folder: LightGBM text + feature list); registering them is zadanie3's job
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from zadanie1.model_comparison import ComparisonRow
+from zadanie1.ranker_training import TrainedModel
 
 
 def _mlflow(tracking_uri: str) -> Any:
@@ -53,6 +56,44 @@ def _params(params: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v)[:500] for k, v in params.items()}
 
 
+def native_model_files(model: TrainedModel, folder: Path) -> list[Path]:
+    """Save ``model`` in its library's own non-pickle format, when it has one; returns the files written.
+
+    LightGBM -> ``model.txt`` (text), XGBoost -> ``model.json``, CatBoost -> ``model.cbm``. The
+    scikit-learn models (GradientBoosting, SVM, RandomForest, LogisticRegression) only pickle, so they
+    get none; their run still holds params, metrics and ``model_summary.json``.
+    """
+    estimator = model.estimator
+    if estimator is None:
+        return []
+    booster = getattr(estimator, "booster_", None)
+    if booster is not None and hasattr(booster, "save_model"):  # LightGBM sklearn API
+        path = folder / "model.txt"
+        booster.save_model(str(path))
+        return [path]
+    if hasattr(estimator, "get_booster"):  # XGBoost sklearn API
+        path = folder / "model.json"
+        estimator.get_booster().save_model(str(path))
+        return [path]
+    if type(estimator).__module__.startswith("catboost"):
+        path = folder / "model.cbm"
+        estimator.save_model(str(path))
+        return [path]
+    return []
+
+
+def model_summary(row: ComparisonRow) -> dict[str, Any]:
+    """The model's table row (NaN -> null), params, training rows and subsample note, for its run's artifacts."""
+    return {
+        "model": row.display_name,
+        "metrics": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.metrics.items()},
+        "params": {k: str(v) for k, v in row.model.params.items()},
+        "n_train_rows": row.model.n_train_rows,
+        "subsample": row.model.note or None,
+        "decision_threshold": row.threshold,
+    }
+
+
 def log_training_runs(
     *,
     tracking_uri: str,
@@ -67,8 +108,10 @@ def log_training_runs(
 ) -> dict[str, str]:
     """Log the parent run (settings, timings, tables, reports) and one child run per model.
 
-    The final model's child run carries the tag ``final_model=true`` and the ranker folder as
-    artifacts under ``ranker/``. Returns ``{"experiment_id", "parent_run_id", "<model>": run id}``.
+    Every child run holds ``model/model_summary.json`` (its table row, params, subsample) and, where the
+    library has a non-pickle format, ``model/model.txt|json|cbm``. The final model's child run carries
+    the tag ``final_model=true`` and the ranker folder as artifacts under ``ranker/``.
+    Returns ``{"experiment_id", "parent_run_id", "<model>": run id}``.
     """
     mlflow = _mlflow(tracking_uri)
     experiment_id = ensure_experiment(mlflow, experiment_name, tracking_uri, artifacts_dir)
@@ -103,6 +146,16 @@ def log_training_runs(
                     )
                 )
                 mlflow.log_metrics(_finite_metrics(row.metrics))
+                with tempfile.TemporaryDirectory() as tmp:
+                    folder = Path(tmp)
+                    (folder / "model_summary.json").write_text(json.dumps(model_summary(row), indent=2))
+                    files = native_model_files(model, folder)
+                    if files:
+                        model_file = files[0].name
+                    else:
+                        model_file = "none (scikit-learn: pickle only)" if model.estimator is not None else "none"
+                    mlflow.set_tag("model_file", model_file)
+                    mlflow.log_artifacts(str(folder), artifact_path="model")
                 if is_final and ranker_folder.is_dir():
                     mlflow.log_artifacts(str(ranker_folder), artifact_path="ranker")
     return ids

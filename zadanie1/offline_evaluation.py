@@ -13,6 +13,8 @@
   ``random`` = uniform over the catalogue (products with an event before the cutoff), seeded.
 * Relevant items = products the user touched (any event type) in the holdout; users evaluated =
   users with at least one holdout event; coverage = share of the catalogue in anyone's top-k.
+* The recommender config (candidates per user, diversity cap) is zadanie1's by default (150 / 5);
+  ``serve_n_candidates`` and ``max_per_category`` evaluate the service's (500 / 3) with the same ranker.
 """
 
 from __future__ import annotations
@@ -173,11 +175,7 @@ def evaluate_offline(
 
     relevant = relevant_sets(window_relevance(events, cutoff, after[col.EVENT_TIME].max() + pd.Timedelta(seconds=1)))
     users = sorted(relevant)
-    config = RecommenderConfig(
-        n_candidates=settings.n_candidates,
-        max_per_category=settings.max_per_category,
-        cold_start=cold_start_config(settings),
-    )
+    config = recommender_config(settings)
     catalogue = state.tables.product_stats.index.to_numpy(dtype=np.int64)
     rng = np.random.default_rng(settings.seed)
     lists: dict[str, list[list[int]]] = {m: [] for m in METHODS}
@@ -222,8 +220,91 @@ def evaluate_offline(
         f"lift_precision_at_{k}_vs_popularity": float(lift),
     }
     timings["total_seconds"] = time.perf_counter() - started
-    details.update({"timings": timings, "user_stages": stages, "catalogue_size": len(catalogue)})
+    details.update(
+        {
+            "timings": timings,
+            "user_stages": stages,
+            "catalogue_size": len(catalogue),
+            "recommender_config": {
+                "n_candidates": config.n_candidates,
+                "max_per_category": config.max_per_category,
+                "exploration_slots": config.exploration_slots,
+                "warm_threshold_events": config.cold_start.warm_threshold_events,
+                "cold_trending_share": config.cold_start.trending_share,
+                "trained_with_n_candidates": settings.n_candidates,
+            },
+        }
+    )
     return EvaluationResult(payload, details)
+
+
+def recommender_config(settings: TrainingSettings) -> RecommenderConfig:
+    """The per-request config evaluated: ``serve_n_candidates`` (default: as trained) and the diversity cap."""
+    return RecommenderConfig(
+        n_candidates=settings.serve_n_candidates or settings.n_candidates,
+        max_per_category=settings.max_per_category,
+        cold_start=cold_start_config(settings),
+    )
+
+
+def render_evaluation_report(result: EvaluationResult) -> str:
+    """report.md of ``recsys evaluate``: the segment x method table, the lift, and how it was measured."""
+    payload, details = result.payload, result.details
+    k = payload["k"]
+    metric_names = [f"precision_at_{k}", f"hitrate_at_{k}", f"ndcg_at_{k}", f"map_at_{k}", "coverage"]
+    header = "| segment | users | method | " + " | ".join(m.replace("_at_", "@") for m in metric_names) + " |"
+    lines = [header, "|" + "---|" * (len(metric_names) + 3)]
+    for segment, entry in payload["segments"].items():
+        for method in METHODS:
+            cells = " | ".join(f"{entry[method][m]:.4f}" for m in metric_names)
+            lines.append(f"| {segment} | {entry['n_users']:,} | {method} | {cells} |")
+    config = details.get("recommender_config", {})
+    stages = details.get("user_stages", {})
+    timings = details.get("timings", {})
+    lift = payload[f"lift_precision_at_{k}_vs_popularity"]
+    choice = details.get("choice_reason", "a ranker passed in by the caller")
+    notes = [
+        "Relevant = products the user interacted with (any event type) in the holdout; users = everyone with a "
+        "holdout event; products purchased before the cutoff are never recommended (every method).",
+        "cold_users = no event before the cutoff: served by the same cold-start path as the service "
+        "(popularity, by category when known). Evaluated users by stage: "
+        f"{stages.get('cold', 0):,} cold, {stages.get('light', 0):,} light, {stages.get('warm', 0):,} warm.",
+        f"coverage = share of the catalogue ({details.get('catalogue_size', 0):,} products with an event before "
+        f"the cutoff) in anyone's top {k}.",
+    ]
+    how = [
+        f"ranker: {choice}",
+        f"recommender: {config.get('n_candidates')} candidates scored per user (the ranker was trained on "
+        f"{config.get('trained_with_n_candidates')}), at most {config.get('max_per_category')} items per category "
+        f"(0 = no cap), warm above {config.get('warm_threshold_events')} events, cold trending share "
+        f"{config.get('cold_trending_share')}; no exploration slots (the service adds its own Thompson-sampling "
+        "exploration, not simulated here).",
+        f"timings: {timings.get('total_seconds', float('nan')):.1f} s in all, ranker training "
+        f"{timings.get('train_ranker_seconds', float('nan')):.1f} s, "
+        f"{timings.get('recommend_ms_per_user', float('nan')):.2f} ms per user recommendation.",
+    ]
+    return (
+        "\n".join(
+            [
+                "# Offline evaluation",
+                "",
+                f"Cutoff {payload['cutoff']}: the ranker, candidates, popularity and features use only the "
+                f"{payload['n_train_events']:,} events before it; the {payload['n_test_events']:,} events from it on "
+                "are the holdout.",
+                "",
+                f"**Lift of precision@{k} vs popularity: {lift:+.1%}** (all evaluated users).",
+                "",
+                f"## Metrics @{k}",
+                *lines,
+                "",
+                *[f"- {n}" for n in notes],
+                "",
+                "## How the model's lists were made",
+                *[f"- {h}" for h in how],
+            ]
+        )
+        + "\n"
+    )
 
 
 def _train_before(before: pd.DataFrame, cutoff: pd.Timestamp, settings: TrainingSettings) -> tuple[Scorer, dict]:

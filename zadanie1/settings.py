@@ -34,6 +34,12 @@ class TrainingSettings(BaseSettings):
     # recommender (the same config the service uses)
     k: int = Field(10, ge=1, description="list length evaluated")
     max_per_category: int = Field(5, ge=0, description="diversity cap per category in a list (0 = off)")
+    serve_n_candidates: int | None = Field(
+        None,
+        ge=10,
+        description="candidates the recommender scores per user in `recsys evaluate` (None = n_candidates, as "
+        "trained); zadanie4 serves 500 by default",
+    )
     warm_threshold_events: int = Field(5, ge=0, description="more events than this = warm user")
     cold_trending_share: float = Field(0.0, ge=0, le=1, description="share of a cold user's list from trending")
 

@@ -234,6 +234,7 @@ class RedisFeatureReader:
         from feast.infra.online_stores.helpers import _mmh3
 
         self.project = project
+        self.redis_url = redis_url
         self.timeout_s = timeout_s
         self._client = client or _redis_client(redis_url, timeout_s)
         self._decoder = _ValueDecoder()
@@ -268,19 +269,47 @@ class RedisFeatureReader:
     def read_user(self, user_id: int) -> FeatureRow | None:
         key = self._keys[fd.USER_STATS].key(user_id)
         raws = self._call(lambda: self._client.hmget(key, self._fields[fd.USER_STATS]))
-        if all(r is None for r in raws):
-            return None
-        decode = self._decoder.decode
-        return {spec.name: decode(raw) for spec, raw in zip(self._specs[fd.USER_STATS], raws, strict=True)}
+        return self.decode_user(raws)
 
     def read_user_products(self, user_id: int, product_ids: Sequence[int]) -> dict[int, FeatureRow]:
         products = _as_int_ids(product_ids)
         encoder = self._keys[fd.USER_PRODUCT_INTERACTIONS]
         keys = [encoder.key(user_id, p) for p in products]
         replies = self._hmget_many(keys, self._fields[fd.USER_PRODUCT_INTERACTIONS])
+        return self.decode_user_products(products, replies)
+
+    # -- the two request reads as command + decode, for callers that do the I/O themselves ----------
+    # (the service reads on its event loop; the bytes and the decoding are the ones used above)
+
+    @property
+    def connection_parts(self) -> dict[str, object]:
+        """host, port, db, username, password, ssl of the Redis this reader was built for."""
+        return redis_connection_parts(self.redis_url)
+
+    def user_command(self, user_id: int) -> bytes:
+        """RESP bytes of the HMGET of one user's user_stats row (one reply: the field values)."""
+        return _hmget_packet([self._keys[fd.USER_STATS].key(user_id)], self._fields[fd.USER_STATS])
+
+    def decode_user(self, raws: Sequence[bytes | None]) -> FeatureRow | None:
+        """The HMGET reply of :meth:`user_command` -> the user's row, or None for an unknown user."""
+        if all(r is None for r in raws):
+            return None
+        decode = self._decoder.decode
+        return {spec.name: decode(raw) for spec, raw in zip(self._specs[fd.USER_STATS], raws, strict=True)}
+
+    def user_products_command(self, user_id: int, product_ids: Sequence[int]) -> bytes:
+        """RESP bytes of one HMGET per (user, product) pair (``len(product_ids)`` replies, in order)."""
+        encoder = self._keys[fd.USER_PRODUCT_INTERACTIONS]
+        keys = [encoder.key(user_id, p) for p in _as_int_ids(product_ids)]
+        return _hmget_packet(keys, self._fields[fd.USER_PRODUCT_INTERACTIONS])
+
+    def decode_user_products(
+        self, product_ids: Sequence[int], replies: Sequence[Sequence[bytes | None]]
+    ) -> dict[int, FeatureRow]:
+        """The replies of :meth:`user_products_command` -> rows of the pairs that exist."""
         decode = self._decoder.decode
         out: dict[int, FeatureRow] = {}
-        for product, raws in zip(products, replies, strict=True):
+        for product, raws in zip(_as_int_ids(product_ids), replies, strict=True):
             if raws.count(None) != len(raws):
                 out[product] = {name: decode(raw) for name, raw in zip(_PAIR_FEATURES, raws, strict=True)}
         return out
@@ -327,9 +356,7 @@ class RedisFeatureReader:
         """
         if not keys:
             return []
-        command = _hmget_command_prefix(len(fields))
-        suffix = _resp_fields(fields)
-        packet = b"".join([command + b"$%d\r\n" % len(key) + key + b"\r\n" + suffix for key in keys])
+        packet = _hmget_packet(keys, fields)
 
         def run() -> list[list[bytes | None]]:
             pool = self._client.connection_pool
@@ -361,6 +388,13 @@ def _hmget_command_prefix(n_fields: int) -> bytes:
 
 def _resp_fields(fields: Sequence[bytes]) -> bytes:
     return b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
+
+
+def _hmget_packet(keys: Sequence[bytes], fields: Sequence[bytes]) -> bytes:
+    """One RESP-encoded HMGET per key, concatenated (the field part is identical for every key)."""
+    command = _hmget_command_prefix(len(fields))
+    suffix = _resp_fields(fields)
+    return b"".join([command + b"$%d\r\n" % len(key) + key + b"\r\n" + suffix for key in keys])
 
 
 def _redis_client(redis_url: str, timeout_s: float) -> Any:

@@ -28,12 +28,18 @@ class TreatmentPolicy(StrEnum):
 
 def simulate_ab_command(
     days: float = typer.Option(7.0, min=0.05, help="Simulated days of the run (starts where the data ends)."),
-    users: int = typer.Option(2000, min=2, help="Simulated shoppers (known users from the data + new ones)."),
+    users: int = typer.Option(1500, min=2, help="Simulated shoppers (known users from the data + new ones)."),
     seed: int = typer.Option(42, min=0, help="Seed of every draw (users, sessions, clicks, canary salt)."),
     control: ControlPolicy = typer.Option(ControlPolicy.popularity, help="Control arm."),
     treatment: TreatmentPolicy = typer.Option(TreatmentPolicy.champion, help="Treatment arm."),
     exploration: bool = typer.Option(
         True, "--exploration/--no-exploration", help="New-product exploration slots on/off (own service only)."
+    ),
+    exploration_max_views: int = typer.Option(
+        0,
+        min=0,
+        help="Own service only: products with at most this many views (in the features) are explored; "
+        "0 = only products nobody has seen yet (those announced during the run).",
     ),
     url: str | None = typer.Option(
         None, help="Target a running service (e.g. http://127.0.0.1:8000) instead of starting one."
@@ -46,7 +52,7 @@ def simulate_ab_command(
         None, help="report.json (or its folder) of the same run without exploration: adds the comparison."
     ),
     k: int = typer.Option(10, min=1, max=100, help="Items per recommendation list."),
-    concurrency: int = typer.Option(4, min=1, max=64, help="Sessions served concurrently."),
+    concurrency: int = typer.Option(8, min=1, max=64, help="Sessions served concurrently."),
     new_user_share: float = typer.Option(0.15, min=0.0, max=1.0, help="Share of brand-new shoppers."),
     pages_per_session: float = typer.Option(3.0, min=1.0, help="Mean pages (recommendation lists) per session."),
     feedback_log: Path | None = typer.Option(
@@ -77,13 +83,14 @@ def simulate_ab_command(
         arms = ArmPlan(control.value, treatment.value)
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
-    baseline = _load_report(compare_with) if compare_with else None
+    baseline = _load_baseline(compare_with, config, arms) if compare_with else None
     command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_ab(
         config,
         arms,
         out=out,
         exploration=exploration,
+        exploration_max_views=exploration_max_views,
         url=url,
         admin_token=admin_token,
         concurrency=concurrency,
@@ -100,12 +107,37 @@ def simulate_ab_command(
     console.print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {out / 'ctr_over_time.png'}")
 
 
-def _load_report(path: Path) -> dict[str, Any]:
+def _load_baseline(path: Path, config: Any, arms: Any) -> dict[str, Any]:
+    """The report of the run to compare with; its details.json (when present) must describe the same
+    simulation (days, users, seed, k, arms), or the CTR change would compare different experiments."""
     from shared.errors import UserInputError
 
     file = path / "report.json" if path.is_dir() else path
+    report = _read_json(file, "run the --no-exploration simulation first")
+    details_file = file.with_name("details.json")
+    if details_file.is_file():
+        setup = _read_json(details_file, "").get("setup", {})
+        expected = {
+            "days": config.days,
+            "users": config.users,
+            "seed": config.seed,
+            "k": config.k,
+            "control": arms.control,
+            "treatment": arms.treatment,
+        }
+        differ = [
+            f"{key} {setup.get(key)!r} != {value!r}" for key, value in expected.items() if setup.get(key) != value
+        ]
+        if differ:
+            raise UserInputError(f"{file}: not the same simulation ({'; '.join(differ)})")
+    return report
+
+
+def _read_json(file: Path, hint: str) -> dict[str, Any]:
+    from shared.errors import UserInputError
+
     if not file.is_file():
-        raise UserInputError(f"{file}: no report.json to compare with (run the --no-exploration simulation first)")
+        raise UserInputError(f"{file}: no such file" + (f" ({hint})" if hint else ""))
     try:
         return json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -145,6 +177,7 @@ def run_ab(
     url: str | None,
     admin_token: str | None,
     concurrency: int,
+    exploration_max_views: int = 0,
     feedback_log: Path | None,
     canary_salt: str | None,
     ground_truth: Path,
@@ -154,7 +187,9 @@ def run_ab(
     command: str,
 ) -> Any:
     """Start (or target) the service, play the simulation, read the service's records, write the report."""
+    import contextlib
     import shutil
+    import time
 
     from shared.console import step
     from shared.data_generator import GroundTruth
@@ -162,6 +197,7 @@ def run_ab(
     from zadanie4.ab_report import write_outputs
     from zadanie4.ab_runner import LocalService, analyse, build_plan, prior_event_counts
 
+    started = time.perf_counter()
     try:
         gt = GroundTruth.load(ground_truth)
     except (FileNotFoundError, ValueError) as exc:
@@ -188,19 +224,17 @@ def run_ab(
             run_dir=out,
             exploration=exploration,
             seed=config.seed,
+            exploration_max_views=exploration_max_views,
             champion_alias=arms.champion_alias,
             load_challenger=arms.challenger_source == "registry",
             ready_timeout_s=ready_timeout,
         )
-        with step("start the service (isolated copy of the online store)"):
-            context = service.running()
-            context.__enter__()
-        try:
+        setup["exploration_max_views"] = exploration_max_views
+        with contextlib.ExitStack() as running:  # leaving it stops the service, also on errors
+            with step("start the service (isolated copy of the online store)"):
+                running.enter_context(service.running())
             plan = build_plan(gt, prior, config, arms, service.salt)
             log = _drive(service.base_url, service.admin_token, gt, plan, concurrency, restore_canary=False)
-        finally:
-            with step("stop the service"):
-                context.__exit__(None, None, None)
         notes += service.notes
         service_events = _read_sqlite_log(service.feedback_path, plan)
         setup["service"] = "started by the simulator (recsys serve, 1 worker)"
@@ -232,9 +266,10 @@ def run_ab(
         notes.append("exploration as configured in the running service (--exploration/--no-exploration not applied)")
         path = feedback_log or (None if serve_settings.redis_url else serve_settings.resolved_feedback_sqlite_path)
         service_events = _read_sqlite_log(path, plan) if path is not None else _read_redis_log(serve_settings, plan)
-    setup["champion_version"] = log.service_before.get("champion", {}).get("version")
-    setup["challenger_version"] = arms.challenger_source if arms.challenger_source == "popularity" else None
+    setup["champion_version"] = log.service_state.get("champion", {}).get("version")
+    setup["challenger_version"] = log.service_state.get("challenger", {}).get("version")
     with step("analyse and write the report"):
+        setup["wall_seconds_before_analysis"] = round(time.perf_counter() - started, 1)
         result = analyse(plan, log, service_events, setup=setup, notes=notes, baseline_report=baseline)
         write_outputs(out, result.report, result.details, result.series, result.bucket_hours)
     return result
@@ -250,8 +285,9 @@ def _drive(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from shared.console import console
+    from shared.errors import UserInputError
     from zadanie4.ab_runner import run_simulation
-    from zadanie4.ab_service_client import ServiceClient
+    from zadanie4.ab_service_client import ServiceClient, ServiceError
 
     async def main() -> Any:
         limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency + 2)
@@ -275,7 +311,10 @@ def _drive(
         f"simulating {plan.config.days:g} days: {len(plan.users):,} shoppers, {len(plan.sessions):,} sessions, "
         f"{plan.pages:,} pages, {len(plan.releases)} new products ({plan.arms.control} vs {plan.arms.treatment})"
     )
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except ServiceError as exc:  # the service broke off mid-run: one clear line, not a traceback
+        raise UserInputError(f"the A/B run stopped: {exc} (see service/serve.log in the output folder)") from exc
 
 
 def _read_sqlite_log(path: Path, plan: Any) -> Any:

@@ -158,6 +158,16 @@ def exploration_comparison(with_exploration: Mapping[str, Any], without: Mapping
     base = out["without_exploration"]
     for key in ("total_ctr", "control_ctr", "treatment_ctr"):
         out[f"{key}_change"] = _finite(out["with_exploration"][key] / base[key] - 1.0) if base[key] else None
+    # How precise the change is: the two runs as two samples (conservative: both runs share the seed, users
+    # and click draws, so most of the noise is common to them).
+    totals = [
+        (sum(a["clicks"] for a in r["arms"].values()), sum(a["impressions"] for a in r["arms"].values()))
+        for r in (without, with_exploration)
+    ]
+    if all(n > 0 for _, n in totals):
+        test = two_proportion_z_test(totals[0][0], totals[0][1], totals[1][0], totals[1][1])
+        out["total_ctr_change_ci95"] = [_finite(test.ci95[0]), _finite(test.ci95[1])]
+        out["total_ctr_change_p_value"] = test.p_value
     return out
 
 
@@ -215,6 +225,12 @@ def _pct(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "n/a"
     return f"{value:+.1%}" if signed else f"{value:.2%}"
+
+
+def _ci_text(ci: list[float | None] | None) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "n/a"
+    return f"[{_pct(ci[0], True)}, {_pct(ci[1], True)}]"
 
 
 def render_markdown(report: Mapping[str, Any], details: Mapping[str, Any]) -> str:
@@ -285,7 +301,8 @@ def render_markdown(report: Mapping[str, Any], details: Mapping[str, Any]) -> st
             "| | with exploration | without | change |",
             "|---|---:|---:|---:|",
             f"| total CTR | {w['total_ctr']:.3%} | {wo['total_ctr']:.3%} | "
-            f"{_pct(comparison['total_ctr_change'], True)} |",
+            f"{_pct(comparison['total_ctr_change'], True)} (95 % CI "
+            f"{_ci_text(comparison.get('total_ctr_change_ci95'))}) |",
             f"| control CTR | {w['control_ctr']:.3%} | {wo['control_ctr']:.3%} | "
             f"{_pct(comparison['control_ctr_change'], True)} |",
             f"| treatment CTR | {w['treatment_ctr']:.3%} | {wo['treatment_ctr']:.3%} | "
@@ -328,12 +345,20 @@ def render_markdown(report: Mapping[str, Any], details: Mapping[str, Any]) -> st
         f"pages {sim['degraded_pages']:,}; routing mismatches {sim['routing_mismatches']}; "
         f"{sim['announced_products']} products announced",
     ]
+    if "exploration_max_views" in setup:
+        lines.append(
+            f"- exploration: {'on' if setup['exploration'] else 'off'}; pool = products with at most "
+            f"{setup['exploration_max_views']} views in the features"
+        )
+    if "wall_seconds_before_analysis" in setup:
+        lines.append(f"- wall time from start to the analysis: {setup['wall_seconds_before_analysis']:.0f} s")
     lines += [f"- note: {note}" for note in details.get("notes", [])]
     lines += ["", "Shown items by the path that chose them (`reason`), simulator's counts:", ""]
-    lines += ["| arm | reason | impressions | CTR |", "|---|---|---:|---:|"]
-    for arm, reasons in sim["reasons"].items():
-        for reason, entry in sorted(reasons.items(), key=lambda kv: -kv[1]["impressions"]):
-            lines.append(f"| {arm} | {reason} | {entry['impressions']:,} | {entry['ctr']:.3%} |")
+    lines += ["| segment | arm | reason | impressions | CTR |", "|---|---|---|---:|---:|"]
+    for segment, by_arm in sim["reasons"].items():
+        for arm, reasons in by_arm.items():
+            for reason, entry in reasons.items():
+                lines.append(f"| {segment} | {arm} | {reason} | {entry['impressions']:,} | {entry['ctr']:.3%} |")
     lines += [
         "",
         "Shoppers are the data generator's ground truth: they click with "

@@ -117,12 +117,14 @@ class SimulationLog:
     degraded_pages: int = 0
     routing_mismatches: int = 0  # responses whose variant contradicts the user's canary bucket
     variants: Counter[str] = field(default_factory=Counter)
-    reason_stats: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # arm -> reason -> [shown, clicked]
+    # segment -> arm -> reason -> [shown, clicked]: which path of the service chose the items, and how they did
+    reason_stats: dict[str, dict[str, dict[str, list[int]]]] = field(default_factory=dict)
     announced_products: int = 0
     acknowledged_events: int = 0
     sent_events: int = 0
     wall_seconds: float = 0.0
-    service_before: dict[str, Any] = field(default_factory=dict)
+    service_before: dict[str, Any] = field(default_factory=dict)  # GET /model before the canary was set
+    service_state: dict[str, Any] = field(default_factory=dict)  # GET /model with the 50/50 canary on
     counters_delta: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -146,7 +148,7 @@ async def run_simulation(
             f"(challenger slot '{arms.challenger_source}'; for --treatment challenger set the registry alias)"
         )
     counters_before = await client.counters()
-    log = SimulationLog(events=events_frame([]), service_before=info)
+    log = SimulationLog(events=events_frame([]), service_before=info, service_state=state)
     rows: list[tuple[int, int, str, str, float]] = []
     locks: dict[int, asyncio.Lock] = {}
     expected_variant = {
@@ -156,12 +158,13 @@ async def run_simulation(
         for u in plan.users
     }
     arm_of_user = {u.user_id: routed_arm(arms, u.user_id, plan.salt) for u in plan.users}
+    segment_of_user = {u.user_id: u.segment for u in plan.users}
     start_ns = int(plan.start.value)
 
     async def session(s: PlannedSession) -> None:
         lock = locks.setdefault(s.user_id, asyncio.Lock())
         arm = arm_of_user[s.user_id]
-        reason_stats = log.reason_stats.setdefault(arm, {})
+        reason_stats = log.reason_stats.setdefault(segment_of_user[s.user_id], {}).setdefault(arm, {})
         async with lock:
             clicked: list[int] = []
             pending: list[dict[str, Any]] = []
@@ -304,6 +307,7 @@ class LocalService:
     run_dir: Path
     exploration: bool
     seed: int
+    exploration_max_views: int = 0
     champion_alias: str = "champion"
     load_challenger: bool = False
     feature_budget_ms: float = 250.0
@@ -353,6 +357,9 @@ class LocalService:
                 "MLFLOW_DISABLE_TELEMETRY": "true",
             }
         )
+        # The exploration pool: products with at most this many views in the features. 0 = only products
+        # nobody has seen, i.e. those the shop announces during the run (see the README's A/B section).
+        env["RECSYS_SERVE_EXPLORATION_MAX_VIEWS"] = str(self.exploration_max_views)
         if not self.exploration:
             env["RECSYS_SERVE_EXPLORATION_SHARE"] = "0"
         # The feedback log is the run's SQLite file, not a shared Redis stream.
@@ -451,10 +458,14 @@ def analyse(
             "routing_mismatches": log.routing_mismatches,
             "variants": dict(log.variants),
             "reasons": {
-                arm: {
-                    reason: {"impressions": n, "clicks": c, "ctr": c / n if n else 0.0} for reason, (n, c) in r.items()
+                segment: {
+                    arm: {
+                        reason: {"impressions": n, "clicks": c, "ctr": c / n if n else 0.0}
+                        for reason, (n, c) in sorted(by_reason.items(), key=lambda kv: -kv[1][0])
+                    }
+                    for arm, by_reason in sorted(by_arm.items())
                 }
-                for arm, r in log.reason_stats.items()
+                for segment, by_arm in sorted(log.reason_stats.items())
             },
             "announced_products": log.announced_products,
             "wall_seconds": log.wall_seconds,

@@ -30,7 +30,8 @@ class ServiceError(RuntimeError):
 
 
 class ServiceClient:
-    """Thin async wrapper of the service API; retries 503 (overload, feedback store busy) a few times."""
+    """Thin async wrapper of the service API; retries 503 (overload, feedback store busy) and transport
+    errors a few times."""
 
     def __init__(self, client: httpx.AsyncClient, admin_token: str | None, *, retries: int = 5) -> None:
         self.client = client
@@ -43,11 +44,18 @@ class ServiceClient:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call, retried on 503 and on transport errors (a reset connection, a timeout under load):
+        safe, since /feedback is idempotent by event id and the other calls do not change state twice."""
         delay = 0.05
         for attempt in range(self.retries + 1):
-            response = await self.client.request(method, path, **kwargs)
-            if response.status_code != 503 or attempt == self.retries:
-                break
+            try:
+                response = await self.client.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise ServiceError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            else:
+                if response.status_code != 503 or attempt == self.retries:
+                    break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         if response.status_code == 401:

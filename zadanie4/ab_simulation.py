@@ -68,7 +68,7 @@ class SimulationConfig:
     """
 
     days: float = 7.0
-    users: int = 2000
+    users: int = 1500
     seed: int = 42
     k: int = 10
     new_user_share: float = 0.15

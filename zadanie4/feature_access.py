@@ -2,7 +2,9 @@
 
 The feature reader (zadanie2) is synchronous and may block (a slow or stopped Redis). Each read runs
 in a small dedicated thread pool and the request waits at most until its deadline; a read that is
-still queued when its deadline passes is skipped instead of hitting the store late. After
+still queued when its deadline passes is skipped instead of hitting the store late. With direct
+Redis, the request's reads are instead awaited on the event loop (``zadanie4.event_loop_reads``:
+no thread hand-off, same deadline, breaker and failures). After
 ``failures`` consecutive failures the breaker opens and reads fail at once for ``cooldown_s``
 seconds (requests are served from the fallback without waiting), then one more failure reopens it
 and one success closes it. So a dead store costs each request microseconds, a slow one at most the
@@ -15,11 +17,12 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 from zadanie4.dependencies import FeatureReader
+from zadanie4.event_loop_reads import EventLoopRedisReads
 
 T = TypeVar("T")
 FailureKind = Literal["error", "timeout"]
@@ -79,11 +82,13 @@ class GuardedFeatureReader:
         threads: int = 32,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.monotonic,
+        loop_reads: EventLoopRedisReads | None = None,
     ) -> None:
         self.reader = reader
         self.breaker = breaker or CircuitBreaker(5, 1.0, clock)
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="feature-read")
+        self.loop_reads = loop_reads  # when set, read_user_and_pairs runs on the event loop (no thread hop)
 
     async def read_user(self, user_id: int, deadline: float) -> dict[str, Any] | None:
         """The user's stored user_stats row (None for an unknown user) or StoreFailure."""
@@ -100,11 +105,16 @@ class GuardedFeatureReader:
     async def read_user_and_pairs(
         self, user_id: int, deadline: float, pair_products: Callable[[dict[str, Any]], Sequence[int]]
     ) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]]]:
-        """The user row, then the pair rows of ``pair_products(row)``, in ONE thread hop (one deadline).
+        """The user row, then the pair rows of ``pair_products(row)``, under one deadline.
 
-        Handing work to a thread costs ~0.1-0.3 ms of event-loop time, so both reads share one hop;
-        the pair read is skipped when the deadline passed after the user read.
+        With ``loop_reads`` (direct Redis) both reads are awaited on the event loop; otherwise they
+        share ONE thread hop (handing work to a thread costs ~0.1-0.3 ms of event-loop time). The
+        pair read is skipped when the deadline passed after the user read.
         """
+        if self.loop_reads is not None:
+            return await self._await_store(
+                self.loop_reads.read_user_and_pairs, (user_id, deadline, pair_products), deadline
+            )
 
         def both() -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]]]:
             row = self.reader.read_user(user_id)
@@ -140,6 +150,24 @@ class GuardedFeatureReader:
         self.breaker.record_success()
         return result
 
+    async def _await_store(self, function: Callable[..., Awaitable[T]], args: tuple[Any, ...], deadline: float) -> T:
+        """Like :meth:`_call` for a read done on the event loop: same breaker, budget and failures."""
+        if self.breaker.is_open:
+            raise StoreFailure("error", "online store skipped: circuit breaker open", skipped=True)
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise StoreFailure("timeout", "no time left for the online store")
+        try:
+            result = await function(*args)
+        except TimeoutError as exc:
+            self.breaker.record_failure()
+            raise StoreFailure("timeout", f"online store slower than its {remaining * 1000:.0f} ms budget") from exc
+        except Exception as exc:
+            self.breaker.record_failure()
+            raise StoreFailure(failure_kind(exc), f"online store read failed: {type(exc).__name__}") from exc
+        self.breaker.record_success()
+        return result
+
     def _run_before(self, deadline: float, function: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._clock() >= deadline:  # waited in the queue past the deadline: don't load the store for nothing
             raise StoreFailure("timeout", "online store read skipped: deadline passed in the queue")
@@ -148,5 +176,7 @@ class GuardedFeatureReader:
     def close(self) -> None:
         """Stop the threads (queued reads are cancelled) and close the reader."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.loop_reads is not None:
+            self.loop_reads.close()
         with contextlib.suppress(Exception):  # closing a broken connection must not fail the shutdown
             self.reader.close()

@@ -29,6 +29,7 @@ from zadanie4.dependencies import (
     ServiceDependencies,
     popularity_policy,
 )
+from zadanie4.event_loop_reads import event_loop_reads_for
 from zadanie4.exploration import ExplorationConfig, ThompsonExplorer
 from zadanie4.feature_access import CircuitBreaker, GuardedFeatureReader
 from zadanie4.feedback_log import FeedbackLog, FeedbackRecord, open_feedback_log, variant_of
@@ -168,7 +169,12 @@ class ServiceRuntime:
     def _assemble(self, deps: ServiceDependencies) -> None:
         s = self.settings
         breaker = CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s)
-        self.features = GuardedFeatureReader(deps.reader, threads=s.feature_read_threads, breaker=breaker)
+        self.features = GuardedFeatureReader(
+            deps.reader,
+            threads=s.feature_read_threads,
+            breaker=breaker,
+            loop_reads=event_loop_reads_for(deps.reader) if s.event_loop_reads else None,
+        )
         self.products = ProductFeatureCache(
             deps.reader,
             self._catalogue,

@@ -57,6 +57,11 @@ class ServeSettings(BaseSettings):
         25.0, gt=0, description="Time budget of the online-store reads of one request (user row + pair rows)."
     )
     feature_read_threads: int = Field(32, ge=1, le=256, description="Threads doing blocking online-store reads.")
+    event_loop_reads: bool = Field(
+        True,
+        description="With a Redis online store, read the user and pair rows on the event loop (no thread hand-off "
+        "per request); false: always through the read threads.",
+    )
     breaker_failures: int = Field(5, ge=1, description="Consecutive store failures that open the circuit breaker.")
     breaker_cooldown_s: float = Field(1.0, gt=0, description="Seconds the store is skipped once the breaker opened.")
     candidates_refresh_s: float = Field(

@@ -87,6 +87,17 @@ def test_train_logs_one_mlflow_run_per_model(trained) -> None:
     assert "ndcg_at_10" in finals[0].data.metrics
     artifacts = {a.path for a in client.list_artifacts(finals[0].info.run_id, "ranker")}
     assert {"ranker/model.txt", "ranker/ranker_meta.json"} <= artifacts
+    # every model run has artifacts: its summary, and the native model file where the library has one
+    native = {"LightGBM": "model.txt", "LightGBM LambdaRank (LGBMRanker)": "model.txt"}
+    native |= {"XGBoost": "model.json", "CatBoost": "model.cbm"}
+    for run in children:
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+        assert "model/model_summary.json" in files, run.data.tags["model_name"]
+        assert "training_time_seconds" in run.data.metrics
+        expected = native.get(run.data.tags["model_name"])
+        if expected:
+            assert f"model/{expected}" in files
+            assert run.data.tags["model_file"] == expected
 
 
 def check_payload(payload: dict, n_train: int, n_test: int) -> None:
@@ -121,9 +132,20 @@ def test_evaluate_cli_writes_offline_eval_json_with_exactly_the_issue_shape(
     for name, value in {"RECSYS_TRAIN_N_CANDIDATES": "60", "RECSYS_TRAIN_LGBM_N_ESTIMATORS": "60"}.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate", "--events", str(events_path), "--out", str(tmp_path / "eval"), "--holdout-days", "4"])
+        main(
+            [
+                *("evaluate", "--events", str(events_path), "--out", str(tmp_path / "eval"), "--holdout-days", "4"),
+                *("--serve-candidates", "80", "--max-per-category", "3"),
+            ]
+        )
     assert exit_info.value.code == 0
+    details = json.loads((tmp_path / "eval" / "evaluation_details.json").read_text())
+    assert details["recommender_config"]["n_candidates"] == 80  # scored per user; trained on 60
+    assert details["recommender_config"]["max_per_category"] == 3
     payload = json.loads((tmp_path / "eval" / "offline_eval.json").read_text(), parse_constant=reject_nan)
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert f"{payload['lift_precision_at_10_vs_popularity']:+.1%}" in report
+    assert "| cold_users |" in report and "| warm_users |" in report
     cutoff = pd.Timestamp(payload["cutoff"])
     assert cutoff == pd.Timestamp("2026-10-18", tz="UTC")  # the last 4 whole days
     n_train = int((small_events[col.EVENT_TIME] < cutoff).sum())
@@ -148,3 +170,16 @@ def test_evaluate_works_with_only_views_and_purchases_and_no_price_or_brand(smal
     n_train = int((bare[col.EVENT_TIME] < cutoff).sum())
     check_payload(result.payload, n_train, len(bare) - n_train)
     assert cutoff == cutoff.floor("D")
+
+
+def test_evaluate_scores_the_candidate_count_and_cap_it_is_given(small_events: pd.DataFrame, trained_ranker) -> None:
+    settings = fast_settings(serve_n_candidates=200, max_per_category=2)
+    result = evaluate_offline(small_events, settings=settings, holdout_days=4, ranker=trained_ranker)
+    config = result.details["recommender_config"]
+    assert (config["n_candidates"], config["max_per_category"], config["trained_with_n_candidates"]) == (200, 2, 60)
+    check_payload(result.payload, *_split_sizes(small_events, result.payload["cutoff"]))
+
+
+def _split_sizes(events: pd.DataFrame, cutoff: str) -> tuple[int, int]:
+    n_train = int((events[col.EVENT_TIME] < pd.Timestamp(cutoff)).sum())
+    return n_train, len(events) - n_train
