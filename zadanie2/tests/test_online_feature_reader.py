@@ -199,3 +199,33 @@ def test_reader_recovers_after_a_failed_pipelined_read(redis_store: BuiltStore) 
         client.delete(bad_key)
         client.close()
         reader.close()
+
+
+@pytest.mark.redis
+def test_the_services_event_loop_reads_equal_the_reader(redis_store: BuiltStore) -> None:
+    """zadanie4 reads the hot path on its event loop with this reader's commands and decoding:
+    the same user and pair rows must come back as through the reader itself."""
+    import asyncio
+    import time
+
+    from zadanie4.event_loop_reads import event_loop_reads_for
+
+    direct = RedisFeatureReader.from_settings(redis_store.settings)
+    loop_reads = event_loop_reads_for(direct)
+    assert loop_reads is not None
+    pairs = final_tables(redis_store).user_product_interactions
+    users = sorted({int(u) for u, _ in pairs.index})[:5]
+
+    async def read_all() -> list[tuple[dict | None, dict]]:
+        out = []
+        for user_id in [*users, 987_654_321]:  # the last one is unknown
+            own = [int(p) for p in pairs.loc[user_id].index] if user_id in users else []
+            out.append(await loop_reads.read_user_and_pairs(user_id, time.monotonic() + 5.0, lambda _row, own=own: own))
+        return out
+
+    got = asyncio.run(read_all())
+    for user_id, (row, pair_rows) in zip([*users, 987_654_321], got, strict=True):
+        assert row == direct.read_user(user_id)
+        own = [int(p) for p in pairs.loc[user_id].index] if user_id in users else []
+        assert pair_rows == (direct.read_user_products(user_id, own) if row is not None else {})
+    direct.close()

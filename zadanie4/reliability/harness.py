@@ -582,7 +582,9 @@ class ConstantLoad:
         return sorted(self.samples, key=lambda s: s.t_sent)
 
     def wait(self, timeout_s: float | None = None) -> list[Sample]:
-        """Wait until ``max_requests`` were sent and answered (or ``timeout_s``), then stop."""
+        """Start if not started, wait until ``max_requests`` were sent and answered (or ``timeout_s``), then stop."""
+        if self._thread is None:
+            self.start()
         self._done.wait(timeout_s)
         return self.stop()
 
