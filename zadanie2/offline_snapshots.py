@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from shared.feature_computation import FeatureTables, as_utc, compute_feature_ta
 from zadanie2.feature_repo.feature_views import ENTITY_JOIN_KEYS, EVENT_TIMESTAMP
 
 MANIFEST_NAME = "manifest.json"
+MAX_FUTURE_SKEW = pd.Timedelta(days=1)  # client clocks run ahead; more than this is not an event yet
+log = logging.getLogger(__name__)
 _ARROW_TYPES = {
     "int64": pa.int64(),
     "float32": pa.float32(),
@@ -107,6 +110,15 @@ def load_offline_events(events_path: Path, realtime_log_dir: Path | None = None)
     if not parts:
         return events
     pushed = validate_events(pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)).events
+    # A pushed event dated before the batch file starts, or in the future, is a client clock (or test) artefact:
+    # kept, it would stretch the snapshot plan over years of daily cutoffs. Dropped and counted instead.
+    pushed_times = pd.to_datetime(pushed[col.EVENT_TIME], utc=True)
+    plausible = (pushed_times >= events[col.EVENT_TIME].min()) & (
+        pushed_times <= pd.Timestamp.now(tz="UTC") + MAX_FUTURE_SKEW
+    )
+    if not plausible.all():
+        log.warning("real-time log: %d event(s) outside the batch start .. now window ignored", int((~plausible).sum()))
+        pushed = pushed[plausible.to_numpy()]
     combined = pd.concat([events, pushed], ignore_index=True)
     combined = combined[~combined.duplicated(keep="first")]
     return combined.sort_values(col.EVENT_TIME, kind="stable").reset_index(drop=True)

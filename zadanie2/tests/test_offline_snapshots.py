@@ -110,6 +110,23 @@ def test_offline_events_include_the_realtime_log(offline_data: OfflineData, tmp_
     assert combined["event_time"].is_monotonic_increasing
 
 
+def test_pushed_events_dated_before_the_batch_or_in_the_future_are_ignored(
+    offline_data: OfflineData, tmp_path: Path
+) -> None:
+    # Given a real-time log with one plausible event, one from 2000 and one from next year
+    pushed = offline_data.events.tail(3).copy()
+    pushed["event_time"] = [
+        offline_data.events["event_time"].max() + pd.Timedelta(hours=1),
+        pd.Timestamp("2000-01-01", tz="UTC"),
+        pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=365),
+    ]
+    append_to_event_log(pushed, tmp_path / "log")
+    # when the offline events are loaded, only the plausible one joins the batch
+    combined = load_offline_events(offline_data.events_path, tmp_path / "log")
+    assert len(combined) == len(offline_data.events) + 1
+    assert combined["event_time"].min() == offline_data.events["event_time"].min()
+
+
 def test_building_without_events_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="no events"):
         build_snapshots(make_events().head(0), tmp_path)

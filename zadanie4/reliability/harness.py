@@ -872,6 +872,8 @@ def prepare_context(out_dir: Path = OUT_DIR, *, quick: bool = False) -> Context:
             # Own Feast registry + generated yaml; offline snapshots shared with `make demo` (read only).
             "RECSYS_FEATURES_FEATURES_DIR": str(store_dir),
             "RECSYS_FEATURES_OFFLINE_DIR": str(artifacts.offline_dir.resolve()),
+            # The service's real-time pushes (fuzzed feedback included) must not reach the demo's event log.
+            "RECSYS_FEATURES_REALTIME_EVENT_LOG_DIR": str((out_dir / "realtime_events").resolve()),
             # Own MLflow registry; its reports and cache under the output folder, the demo's eval set and ranker.
             "RECSYS_REGISTRY_ARTIFACTS_DIR": str(out_dir.resolve()),
             "RECSYS_REGISTRY_EVAL_SET_PATH": str((artifacts.train_dir / "eval_set.parquet").resolve()),
