@@ -131,9 +131,11 @@ def test_a_burst_over_capacity_is_shed_with_503_and_the_service_recovers(inputs_
     finally:
         service.stop()
     checks = result.details["checks"]
-    # then the excess was refused fast or answered from the fallback (nothing else went wrong),
-    # the process lives and the load is served again
-    assert checks["excess_refused_or_degraded"] and checks["refusals_fast"], result.details
+    # then the excess was refused or answered from the fallback (nothing else went wrong), the process
+    # lives and the load is served again; how fast the refusals were is a figure of `make reliability`
+    # (timing on a shared machine is no assertion for `make test`)
+    assert result.details["shed"] > 0, result.details
+    assert checks["excess_refused_or_degraded"], result.details
     assert checks["every_request_answered_2xx_429_503"], result.details["other_errors"]
     assert checks["process_alive"] and checks["recovered"], result.details
     assert set(result.non_2xx) <= {"429", "503"}

@@ -955,6 +955,12 @@ def durability_result(backends: Mapping[str, tuple[DurabilityRun, dict[str, Any]
         checks[f"{backend}_0_duplicates"] = figures["duplicates"] == 0
         checks[f"{backend}_killed_{kills}x"] = figures["kills"] == kills
         details[backend] = figures
+        # one flat line per backend for the markdown table (which skips nested figures)
+        details[f"{backend}_summary"] = (
+            f"{figures['acknowledged']} acked / {figures['stored_unique']} stored / {figures['lost']} lost / "
+            f"{figures['duplicates']} dup / {figures['kills']} kills / {figures.get('acknowledged_as_duplicate', 0)} "
+            "retried events answered duplicate"
+        )
         statuses.update(run.statuses)
         latencies += run.latencies_ms
         kill_times += run.kills
