@@ -424,14 +424,21 @@ def resolve_alias(alias: str, settings: RegistrySettings | None = None) -> int |
 
 
 def _resolve(client: MlflowClient, settings: RegistrySettings, alias: str) -> int | None:
+    target = _resolve_target(client, settings, alias)
+    return target[0] if target is not None else None
+
+
+def _resolve_target(client: MlflowClient, settings: RegistrySettings, alias: str) -> tuple[int, str | None] | None:
+    """(version, run id) the alias names, or None; one registry query."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return int(client.get_model_version_by_alias(settings.model_name, alias).version)
+        found = client.get_model_version_by_alias(settings.model_name, alias)
     except MlflowException as exc:
         if _is_not_found(exc):
             return None
         raise
+    return int(found.version), found.run_id
 
 
 def resolve_version_ref(ref: str, settings: RegistrySettings, client: MlflowClient | None = None) -> int:
@@ -690,22 +697,90 @@ def download_ranker(
     return final
 
 
-def load_ranker_version(version: int, settings: RegistrySettings, *, cache_dir: Path | None = None) -> RankerArtifact:
-    """Load one version's ranker (LightGBM text via ``load_ranker``), downloading it into the cache if needed."""
+def load_ranker_version(
+    version: int, settings: RegistrySettings, *, cache_dir: Path | None = None, run_id: str | None = None
+) -> RankerArtifact:
+    """Load one version's ranker (LightGBM text via ``load_ranker``), downloading it into the cache if needed.
+
+    ``run_id`` (when the caller already knows it, e.g. from resolving an alias) saves a registry query.
+    """
     from mlflow.exceptions import MlflowException
 
-    client = connect(settings, require_existing_db=True)
-    try:
-        run_id = client.get_model_version(settings.model_name, str(version)).run_id
-    except MlflowException as exc:
-        if _is_not_found(exc):
-            raise ModelNotFound(f"version {version} of model '{settings.model_name}' does not exist") from exc
-        raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
-    except Exception as exc:  # database/network errors surface as sqlalchemy/requests exceptions
-        raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
+    if run_id is None:
+        client = connect(settings, require_existing_db=True)
+        try:
+            run_id = client.get_model_version(settings.model_name, str(version)).run_id
+        except MlflowException as exc:
+            if _is_not_found(exc):
+                raise ModelNotFound(f"version {version} of model '{settings.model_name}' does not exist") from exc
+            raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
+        except Exception as exc:  # database/network errors surface as sqlalchemy/requests exceptions
+            raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
     folder = download_ranker(version, settings, cache_dir=cache_dir, run_id=run_id)
     artifact = load_ranker(folder, expected_features=RANKER_FEATURES)
-    artifact.meta.update({"registry_model": settings.model_name, "registry_version": version})
+    artifact.meta.update(
+        {"registry_model": settings.model_name, "registry_version": version, "registry_run_id": run_id}
+    )
+    return artifact
+
+
+@dataclass(frozen=True)
+class FetchedRanker:
+    """Where an alias's ranker files are on local disk, after asking the registry (or its last-good cache)."""
+
+    alias: str
+    version: int
+    run_id: str | None
+    folder: Path
+    loaded_from: str  # "registry" | "cache"
+
+
+def fetch_ranker_by_alias(
+    alias: str, settings: RegistrySettings | None = None, *, cache_dir: Path | None = None
+) -> FetchedRanker:
+    """Resolve ``alias`` and make sure its files are in the local cache, without parsing the model.
+
+    This is the part of loading that talks to the registry (Python-heavy MLflow calls): the service
+    runs it in a helper process and only parses the files itself. On success the alias -> version
+    pointer is saved in the cache as the last good answer; when the registry is unreachable
+    (``RegistryUnavailable``) the last good version of that alias is used instead, so an outage does
+    not stop startup. Raises ``ModelNotFound`` when the registry says the alias is not set,
+    ``RegistryUnavailable`` when it cannot be reached and nothing is cached.
+    """
+    settings = settings or load_settings()
+    root = _cache_root(settings, cache_dir)
+    pointer = root / CACHE_POINTER_DIR / f"{alias}.json"
+    try:
+        try:
+            target = _resolve_target(connect(settings, require_existing_db=True), settings, alias)
+        except RegistryUnavailable:
+            raise
+        except Exception as exc:
+            raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
+        if target is None:
+            raise ModelNotFound(f"alias '{alias}' of model '{settings.model_name}' is not set")
+        version, run_id = target
+        folder = download_ranker(version, settings, cache_dir=cache_dir, run_id=run_id)
+    except RegistryUnavailable as exc:
+        version, folder = _cached_alias(root, pointer, alias, exc)
+        return FetchedRanker(alias, version, None, folder, "cache")
+    _write_json_atomic(pointer, {"alias": alias, "version": version, "resolved_at": now_iso()})
+    return FetchedRanker(alias, version, run_id, folder, "registry")
+
+
+def load_fetched_ranker(fetched: FetchedRanker, settings: RegistrySettings | None = None) -> RankerArtifact:
+    """Parse the files of :func:`fetch_ranker_by_alias`; ``meta`` gets the registry facts."""
+    settings = settings or load_settings()
+    artifact = load_ranker(fetched.folder, expected_features=RANKER_FEATURES)
+    artifact.meta.update(
+        {
+            "registry_model": settings.model_name,
+            "registry_version": fetched.version,
+            "registry_run_id": fetched.run_id,
+            "registry_alias": fetched.alias,
+            "loaded_from": fetched.loaded_from,
+        }
+    )
     return artifact
 
 
@@ -714,32 +789,34 @@ def load_ranker_by_alias(
     settings: RegistrySettings | None = None,
     *,
     cache_dir: Path | None = None,
+    current: RankerArtifact | None = None,
 ) -> tuple[int, RankerArtifact]:
-    """Resolve ``alias`` (e.g. ``champion``) and load that ranker; the service's startup path.
+    """Resolve ``alias`` (e.g. ``champion``) and load that ranker (:func:`fetch_ranker_by_alias` + parse).
 
-    On success the alias -> version pointer is saved in the cache as the last good answer. When the
-    registry is unreachable (``RegistryUnavailable``), the last good version of that alias is
-    loaded from the cache instead, so an outage does not stop startup. ``artifact.meta`` gets
-    ``registry_version``, ``registry_alias`` and ``loaded_from`` ("registry" | "cache").
-    Raises ``ModelNotFound`` when the registry says the alias is not set, ``RegistryUnavailable``
-    when it cannot be reached and nothing is cached.
+    ``current`` is the artifact the caller serves now: when the alias still names its version (and
+    run), it is returned as is, so a reload that changes nothing parses nothing. ``artifact.meta``
+    gets ``registry_version``, ``registry_run_id``, ``registry_alias`` and ``loaded_from``
+    ("registry" | "cache").
     """
     settings = settings or load_settings()
-    root = _cache_root(settings, cache_dir)
-    pointer = root / CACHE_POINTER_DIR / f"{alias}.json"
-    try:
-        version = resolve_alias(alias, settings)
-        if version is None:
-            raise ModelNotFound(f"alias '{alias}' of model '{settings.model_name}' is not set")
-        artifact = load_ranker_version(version, settings, cache_dir=cache_dir)
-    except RegistryUnavailable as exc:
-        return _load_from_cache(root, pointer, alias, exc)
-    _write_json_atomic(pointer, {"alias": alias, "version": version, "resolved_at": now_iso()})
-    artifact.meta.update({"registry_alias": alias, "loaded_from": "registry"})
-    return version, artifact
+    fetched = fetch_ranker_by_alias(alias, settings, cache_dir=cache_dir)
+    if current is not None and fetched.loaded_from == "registry" and same_version(current, fetched, settings):
+        return fetched.version, current
+    return fetched.version, load_fetched_ranker(fetched, settings)
 
 
-def _load_from_cache(root: Path, pointer: Path, alias: str, cause: Exception) -> tuple[int, RankerArtifact]:
+def same_version(artifact: RankerArtifact, fetched: FetchedRanker, settings: RegistrySettings) -> bool:
+    """True when ``artifact`` was loaded from the registry version (and run) ``fetched`` names."""
+    meta = artifact.meta
+    return (
+        meta.get("registry_model") == settings.model_name
+        and meta.get("registry_version") == fetched.version
+        and meta.get("registry_run_id") == fetched.run_id
+    )
+
+
+def _cached_alias(root: Path, pointer: Path, alias: str, cause: Exception) -> tuple[int, Path]:
+    """(version, folder) of the alias's last good answer in the cache; RegistryUnavailable when there is none."""
     try:
         version = int(json.loads(pointer.read_text())["version"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -748,6 +825,4 @@ def _load_from_cache(root: Path, pointer: Path, alias: str, cause: Exception) ->
     if folder is None:
         raise RegistryUnavailable(f"{cause}; and the cached '{alias}' v{version} in {root} is incomplete") from cause
     log.warning("registry unavailable (%s); serving cached '%s' v%d from %s", cause, alias, version, folder)
-    artifact = load_ranker(folder, expected_features=RANKER_FEATURES)
-    artifact.meta.update({"registry_version": version, "registry_alias": alias, "loaded_from": "cache"})
-    return version, artifact
+    return version, folder

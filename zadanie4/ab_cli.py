@@ -83,7 +83,7 @@ def simulate_ab_command(
         arms = ArmPlan(control.value, treatment.value)
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
-    baseline = _load_baseline(compare_with, config, arms) if compare_with else None
+    baseline, baseline_details = _load_baseline(compare_with, config, arms) if compare_with else (None, None)
     command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_ab(
         config,
@@ -100,6 +100,7 @@ def simulate_ab_command(
         events=events or shared.default_events_path,
         ready_timeout=ready_timeout,
         baseline=baseline,
+        baseline_details=baseline_details,
         command=command,
     )
     report, details = result.report, result.details
@@ -107,16 +108,17 @@ def simulate_ab_command(
     console.print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {out / 'ctr_over_time.png'}")
 
 
-def _load_baseline(path: Path, config: Any, arms: Any) -> dict[str, Any]:
-    """The report of the run to compare with; its details.json (when present) must describe the same
-    simulation (days, users, seed, k, arms), or the CTR change would compare different experiments."""
+def _load_baseline(path: Path, config: Any, arms: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The report (and details, when present) of the run to compare with; the details must describe the
+    same simulation (days, users, seed, k, arms), or the CTR change would compare different experiments."""
     from shared.errors import UserInputError
 
     file = path / "report.json" if path.is_dir() else path
     report = _read_json(file, "run the --no-exploration simulation first")
     details_file = file.with_name("details.json")
-    if details_file.is_file():
-        setup = _read_json(details_file, "").get("setup", {})
+    details = _read_json(details_file, "") if details_file.is_file() else None
+    if details is not None:
+        setup = details.get("setup", {})
         expected = {
             "days": config.days,
             "users": config.users,
@@ -130,7 +132,7 @@ def _load_baseline(path: Path, config: Any, arms: Any) -> dict[str, Any]:
         ]
         if differ:
             raise UserInputError(f"{file}: not the same simulation ({'; '.join(differ)})")
-    return report
+    return report, details
 
 
 def _read_json(file: Path, hint: str) -> dict[str, Any]:
@@ -185,6 +187,7 @@ def run_ab(
     ready_timeout: float,
     baseline: dict[str, Any] | None,
     command: str,
+    baseline_details: dict[str, Any] | None = None,
 ) -> Any:
     """Start (or target) the service, play the simulation, read the service's records, write the report."""
     import contextlib
@@ -239,8 +242,10 @@ def run_ab(
         service_events = _read_sqlite_log(service.feedback_path, plan)
         setup["service"] = "started by the simulator (recsys serve, 1 worker)"
         notes.append(
-            f"service started with feature_budget_ms={service.feature_budget_ms:g} so that the load of the "
-            "simulation is not served from the degraded fallback (latency is measured by make bench)"
+            f"service started with feature_budget_ms={service.feature_budget_ms:g} (default 25): the A/B test "
+            "measures the policies, not latency (make bench does); with a short budget, stalls of the SQLite "
+            "online store while real-time updates write (seconds) open the circuit breaker and serve hundreds of "
+            "pages from the popularity fallback, which blurs the arms and the exploration comparison"
         )
         for leftover in ("online_store.db", "realtime_events"):
             target = out / "service" / leftover
@@ -270,7 +275,15 @@ def run_ab(
     setup["challenger_version"] = log.service_state.get("challenger", {}).get("version")
     with step("analyse and write the report"):
         setup["wall_seconds_before_analysis"] = round(time.perf_counter() - started, 1)
-        result = analyse(plan, log, service_events, setup=setup, notes=notes, baseline_report=baseline)
+        result = analyse(
+            plan,
+            log,
+            service_events,
+            setup=setup,
+            notes=notes,
+            baseline_report=baseline,
+            baseline_details=baseline_details,
+        )
         write_outputs(out, result.report, result.details, result.series, result.bucket_hours)
     return result
 

@@ -138,37 +138,74 @@ def cross_check(
     }
 
 
-def exploration_comparison(with_exploration: Mapping[str, Any], without: Mapping[str, Any]) -> dict[str, Any]:
-    """Total CTR (both arms and per arm) and the new products' first-day share, with vs without exploration."""
+def exploration_comparison(
+    with_exploration: Mapping[str, Any],
+    without: Mapping[str, Any],
+    *,
+    with_variants: Mapping[str, Any] | None = None,
+    without_variants: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Total CTR (both arms and per arm) and the new products' first-day share, with vs without exploration.
 
-    def total_ctr(report: Mapping[str, Any]) -> float:
+    The 95 % CI and p-value of the total CTR change treat the two runs as independent samples, which is
+    conservative: they share the seed, the users and the click draws. With both runs' per-variant counts
+    (``cross_check["variants"]``) the change is also given for the pages the policies served, i.e.
+    without the pages the service answered from its degraded fallback (their number differs from run
+    to run with the service's stalls, not with exploration).
+    """
+
+    def totals(report: Mapping[str, Any]) -> tuple[int, int]:
         arms = report["arms"].values()
-        impressions = sum(a["impressions"] for a in arms)
-        return sum(a["clicks"] for a in arms) / impressions if impressions else 0.0
+        return sum(a["clicks"] for a in arms), sum(a["impressions"] for a in arms)
 
     out: dict[str, Any] = {}
     for name, report in (("with_exploration", with_exploration), ("without_exploration", without)):
+        clicks, impressions = totals(report)
         out[name] = {
-            "total_ctr": total_ctr(report),
+            "total_ctr": clicks / impressions if impressions else 0.0,
             "control_ctr": report["arms"]["control"]["ctr"],
             "treatment_ctr": report["arms"]["treatment"]["ctr"],
             "new_products_impression_share_first_day": report["new_products"]["impression_share_first_day"],
             "new_products_ctr": report["new_products"]["ctr"],
         }
     base = out["without_exploration"]
-    for key in ("total_ctr", "control_ctr", "treatment_ctr"):
+    for key in ("control_ctr", "treatment_ctr"):
         out[f"{key}_change"] = _finite(out["with_exploration"][key] / base[key] - 1.0) if base[key] else None
-    # How precise the change is: the two runs as two samples (conservative: both runs share the seed, users
-    # and click draws, so most of the noise is common to them).
-    totals = [
-        (sum(a["clicks"] for a in r["arms"].values()), sum(a["impressions"] for a in r["arms"].values()))
-        for r in (without, with_exploration)
-    ]
-    if all(n > 0 for _, n in totals):
-        test = two_proportion_z_test(totals[0][0], totals[0][1], totals[1][0], totals[1][1])
-        out["total_ctr_change_ci95"] = [_finite(test.ci95[0]), _finite(test.ci95[1])]
-        out["total_ctr_change_p_value"] = test.p_value
+    out |= _change_test("total_ctr_change", totals(without), totals(with_exploration))
+    if with_variants is not None and without_variants is not None:
+        served = [_served_by_policies(v) for v in (without_variants, with_variants)]
+        out["served_by_policies"] = {
+            "without_exploration_ctr": served[0][0] / served[0][1] if served[0][1] else None,
+            "with_exploration_ctr": served[1][0] / served[1][1] if served[1][1] else None,
+            "fallback_impressions": {
+                "without_exploration": _fallback_impressions(without_variants),
+                "with_exploration": _fallback_impressions(with_variants),
+            },
+        }
+        out["served_by_policies"] |= _change_test("total_ctr_change", served[0], served[1])
     return out
+
+
+def _served_by_policies(variants: Mapping[str, Any]) -> tuple[int, int]:
+    """(clicks, impressions) in the service's log on pages a policy served (every variant but fallback)."""
+    kept = [v["service_log"] for name, v in variants.items() if name != "fallback"]
+    return sum(int(v["click"]) for v in kept), sum(int(v["impression"]) for v in kept)
+
+
+def _fallback_impressions(variants: Mapping[str, Any]) -> int:
+    return int(variants.get("fallback", {}).get("service_log", {}).get("impression", 0))
+
+
+def _change_test(key: str, before: tuple[int, int], after: tuple[int, int]) -> dict[str, Any]:
+    """Relative CTR change ``after`` vs ``before`` ((clicks, impressions) each) with its CI and p-value."""
+    if before[1] <= 0 or after[1] <= 0:
+        return {}
+    test = two_proportion_z_test(before[0], before[1], after[0], after[1])
+    return {
+        key: _finite(test.lift),
+        f"{key}_ci95": [_finite(test.ci95[0]), _finite(test.ci95[1])],
+        f"{key}_p_value": test.p_value,
+    }
 
 
 # --- files ----------------------------------------------------------------------------------------------
@@ -268,11 +305,19 @@ def render_markdown(report: Mapping[str, Any], details: Mapping[str, Any]) -> st
         for name, entry in targets.items():
             lines.append(f"| {name} | {entry['value']} | {'yes' if entry['met'] else '**no**'} |")
     lines += ["", f"![CTR over time]({PLOT_FILE})", "", "## Segments", ""]
-    lines += ["| segment | arm | users | impressions | clicks | CTR | lift |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "| segment | arm | users | impressions | clicks | CTR | lift (95 % CI, p) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for key, segment in report["segments"].items():
+        test = details.get("segments_tests", {}).get(key.removesuffix("_users")) or {}
         for arm in ARMS:
             a = segment["arms"][arm]
-            lift = _pct(segment["lift"], True) if arm == "treatment" else ""
+            lift = ""
+            if arm == "treatment":
+                lift = _pct(segment["lift"], True)
+                if test.get("p_value") is not None:
+                    lift += f" ({_ci_text(test.get('ci95'))}, p={test['p_value']:.2g})"
             lines.append(
                 f"| {key} | {arm} | {a['users']:,} | {a['impressions']:,} | {a['clicks']:,} | {a['ctr']:.3%} | {lift} |"
             )
@@ -310,6 +355,21 @@ def render_markdown(report: Mapping[str, Any], details: Mapping[str, Any]) -> st
             f"| new products' first-day share | {w['new_products_impression_share_first_day']:.2%} | "
             f"{wo['new_products_impression_share_first_day']:.2%} | |",
         ]
+        served = comparison.get("served_by_policies")
+        if served and served.get("with_exploration_ctr") is not None:
+            fallback = served["fallback_impressions"]
+            lines.append(
+                f"| total CTR on pages the policies served (without the degraded fallback's "
+                f"{fallback['with_exploration']:,} / {fallback['without_exploration']:,} impressions) | "
+                f"{served['with_exploration_ctr']:.3%} | {served['without_exploration_ctr']:.3%} | "
+                f"{_pct(served.get('total_ctr_change'), True)} (95 % CI "
+                f"{_ci_text(served.get('total_ctr_change_ci95'))}) |"
+            )
+        lines += [
+            "",
+            "Both runs have the same seed, users, sessions and click draws; the CIs treat them as independent "
+            "samples, so they are conservative.",
+        ]
     check = details["cross_check"]
     lines += [
         "",
@@ -342,7 +402,8 @@ def render_markdown(report: Mapping[str, Any], details: Mapping[str, Any]) -> st
         f"- service: {setup['service']}; champion {setup.get('champion_version')}, challenger "
         f"{setup.get('challenger_version')}",
         f"- {sim['pages']:,} pages of k={setup['k']} served in {sim['wall_seconds']:.0f} s; degraded (fallback) "
-        f"pages {sim['degraded_pages']:,}; routing mismatches {sim['routing_mismatches']}; "
+        f"pages {sim['degraded_pages']:,} (service's fallback causes: {sim.get('fallback_causes') or 'none'}); "
+        f"routing mismatches {sim['routing_mismatches']}; "
         f"{sim['announced_products']} products announced",
     ]
     if "exploration_max_views" in setup:

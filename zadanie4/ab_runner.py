@@ -52,6 +52,7 @@ from zadanie4.ab_simulation import (
 )
 
 MAX_SESSION_CONTEXT = 20
+FALLBACKS_METRIC = "recsys_fallbacks_total"  # the service's popularity fallbacks, by cause
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class SimulationLog:
     service_before: dict[str, Any] = field(default_factory=dict)  # GET /model before the canary was set
     service_state: dict[str, Any] = field(default_factory=dict)  # GET /model with the 50/50 canary on
     counters_delta: dict[str, dict[str, int]] = field(default_factory=dict)
+    fallback_causes: dict[str, int] = field(default_factory=dict)  # recsys_fallbacks_total by cause, this run
 
 
 async def run_simulation(
@@ -148,6 +150,7 @@ async def run_simulation(
             f"(challenger slot '{arms.challenger_source}'; for --treatment challenger set the registry alias)"
         )
     counters_before = await client.counters()
+    fallbacks_before = await client.metric_samples(FALLBACKS_METRIC, "cause")
     log = SimulationLog(events=events_frame([]), service_before=info, service_state=state)
     rows: list[tuple[int, int, str, str, float]] = []
     locks: dict[int, asyncio.Lock] = {}
@@ -258,11 +261,14 @@ async def run_simulation(
         if failures:
             raise failures[0]
         after = await client.counters()
+        fallbacks_after = await client.metric_samples(FALLBACKS_METRIC, "cause")
     finally:
         if restore_canary:
             with contextlib.suppress(Exception):
                 await client.set_canary(float(info.get("canary_weight", 0.0)), "registry")
     log.counters_delta = counter_delta(counters_before, after)
+    causes = counter_delta({FALLBACKS_METRIC: fallbacks_before}, {FALLBACKS_METRIC: fallbacks_after})
+    log.fallback_causes = {cause: n for cause, n in causes[FALLBACKS_METRIC].items() if n}
     log.wall_seconds = time.perf_counter() - started
     log.events = events_frame(
         {"user_id": u, "product_id": p, "event_type": e, "variant": v, "t_s": t} for u, p, e, v, t in rows
@@ -310,7 +316,7 @@ class LocalService:
     exploration_max_views: int = 0
     champion_alias: str = "champion"
     load_challenger: bool = False
-    feature_budget_ms: float = 250.0
+    feature_budget_ms: float = 5000.0
     ready_timeout_s: float = 180.0
     base_url: str = ""
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -413,6 +419,7 @@ def analyse(
     setup: Mapping[str, Any],
     notes: list[str] | None = None,
     baseline_report: Mapping[str, Any] | None = None,
+    baseline_details: Mapping[str, Any] | None = None,
     bucket_hours: float | None = None,
 ) -> ExperimentResult:
     """The report from the service's events (its feedback log), cross-checked with the simulator's
@@ -455,6 +462,7 @@ def analyse(
             "sent_events": log.sent_events,
             "acknowledged_events": log.acknowledged_events,
             "degraded_pages": log.degraded_pages,
+            "fallback_causes": log.fallback_causes,
             "routing_mismatches": log.routing_mismatches,
             "variants": dict(log.variants),
             "reasons": {
@@ -481,7 +489,12 @@ def analyse(
             {"lift": test.lift, "ci95": list(test.ci95), "p_value": test.p_value} if test else None
         )
     if baseline_report is not None:
-        details["exploration_comparison"] = exploration_comparison(report, baseline_report)
+        details["exploration_comparison"] = exploration_comparison(
+            report,
+            baseline_report,
+            with_variants=details["cross_check"]["variants"],
+            without_variants=(baseline_details or {}).get("cross_check", {}).get("variants"),
+        )
     details["targets"] = targets(report, details)
     return ExperimentResult(report, _json_safe(details), service.series, hours)
 
@@ -511,7 +524,12 @@ def targets(report: Mapping[str, Any], details: Mapping[str, Any]) -> dict[str, 
     comparison = details.get("exploration_comparison")
     if comparison and comparison.get("total_ctr_change") is not None:
         change = comparison["total_ctr_change"]
-        out["total CTR drop <= 2 % vs no exploration"] = {"value": f"{change:+.1%}", "met": change >= -0.02}
+        ci = comparison.get("total_ctr_change_ci95") or [None, None]
+        value = f"{change:+.1%}" + (f" (95 % CI [{ci[0]:+.1%}, {ci[1]:+.1%}])" if None not in ci else "")
+        served = comparison.get("served_by_policies", {}).get("total_ctr_change")
+        if served is not None:
+            value += f"; on the pages the policies served {served:+.1%}"
+        out["total CTR drop <= 2 % vs no exploration"] = {"value": value, "met": change >= -0.02}
     return out
 
 

@@ -5,14 +5,20 @@ task per request). For requests that carry a body it checks ``Content-Length`` f
 the streamed bytes (a client may lie or use chunked encoding), buffering at most ``max_body_bytes``
 before the app sees the body. Requests to the working endpoints (/recommend, /feedback) above
 ``max_in_flight`` concurrent ones are answered 503 at once with ``Retry-After`` so an overload burst
-is shed quickly instead of queueing. ``/admin/*`` requests without the right bearer token get 401
-before their body is even read (so a bad body can never turn an auth failure into a 422). Latency
-and status are recorded per endpoint; the handler puts the serving variant into
-``scope["recsys.variant"]``.
+is shed quickly instead of queueing. In-flight requests only count what the app has accepted: under a
+burst the backlog waits in the event loop itself, before any middleware runs. So, when a
+:class:`EventLoopLag` is given (opt-in, ``max_event_loop_lag_ms``), the working endpoints are also shed
+while it says the loop runs its timers late (a saturated loop): a shed answer costs microseconds, the
+loop drains its backlog
+and the refusals stay fast instead of every request waiting its turn. ``/admin/*`` requests without
+the right bearer token get 401 before their body is even read (so a bad body can never turn an auth
+failure into a 422). Latency and status are recorded per endpoint; the handler puts the serving
+variant into ``scope["recsys.variant"]``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -48,6 +54,53 @@ def endpoint_of(path: str) -> str | None:
     return None
 
 
+class EventLoopLag:
+    """Whether the event loop is saturated: its last ``streak`` ticks of an ``interval_s`` timer all ran
+    later than ``max_lag_s``.
+
+    One slow request or a pause (a garbage collection, a background refresh) makes a single late
+    tick and does not count: the loop is free again the moment it ends. A backlog makes every tick late.
+    """
+
+    def __init__(
+        self,
+        max_lag_s: float,
+        *,
+        interval_s: float = 0.005,
+        streak: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_lag_s = max_lag_s
+        self.interval_s = interval_s
+        self.streak = streak
+        self._clock = clock
+        self._late_ticks = 0
+        self._due: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def saturated(self) -> bool:
+        return self._due is not None and self._late_ticks >= self.streak
+
+    def start(self) -> None:
+        if self._handle is None:
+            self._schedule(asyncio.get_running_loop())
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle, self._due = None, None
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._due = self._clock() + self.interval_s
+        self._handle = loop.call_later(self.interval_s, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        late = self._due is not None and self._clock() - self._due > self.max_lag_s
+        self._late_ticks = self._late_ticks + 1 if late else 0
+        self._schedule(loop)
+
+
 def _error_body(detail: str) -> bytes:
     return orjson.dumps({"detail": detail, "errors": []})
 
@@ -75,11 +128,13 @@ class RequestLimitsMiddleware:
         max_in_flight: int,
         metrics: ServiceMetrics | None,
         admin_token: str | None = None,
+        loop_lag: EventLoopLag | None = None,
     ) -> None:
         self.app = app
         self.admin_token = admin_token.encode() if admin_token else None
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
+        self.loop_lag = loop_lag
         self.metrics = metrics
         self.in_flight = 0
 
@@ -97,7 +152,7 @@ class RequestLimitsMiddleware:
             await send(message)
 
         shed = endpoint in SHED_ENDPOINTS
-        if shed and self.in_flight >= self.max_in_flight:
+        if shed and (self.in_flight >= self.max_in_flight or self._loop_saturated()):
             await _send_error(send_tracking, 503, "server overloaded, retry shortly", [(b"retry-after", b"1")])
             self._observe(scope, endpoint, status_holder[0], started)
             return
@@ -120,6 +175,10 @@ class RequestLimitsMiddleware:
             if shed:
                 self.in_flight -= 1
             self._observe(scope, endpoint, status_holder[0], started)
+
+    def _loop_saturated(self) -> bool:
+        # With nothing else in flight a late loop is one slow request that just ended, not a backlog.
+        return self.in_flight > 0 and self.loop_lag is not None and self.loop_lag.saturated
 
     async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> Message | None:
         """The whole body as one ``http.request`` message, or None after answering 413."""

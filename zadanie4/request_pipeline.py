@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class PipelineConfig:
     feature_budget_s: float = 0.025
     max_per_category: int = 3
     canary_salt: str = "recsys-canary-v1"
+    shadow_sample_rate: float = 1.0
 
 
 def _id_list(row: Mapping[str, Any] | None, name: str) -> list[int]:
@@ -109,8 +111,20 @@ class RecommendationService:
         self.shadow = shadow
         self.metrics = metrics
         self.config = config
+        self.in_flight = 0  # requests inside recommend() now (the shadow scorer waits for 0)
+
+    @property
+    def busy(self) -> bool:
+        return self.in_flight > 0
 
     async def recommend(self, user_id: int, k: int, context: RequestContext) -> RecommendOutcome:
+        self.in_flight += 1
+        try:
+            return await self._recommend(user_id, k, context)
+        finally:
+            self.in_flight -= 1
+
+    async def _recommend(self, user_id: int, k: int, context: RequestContext) -> RecommendOutcome:
         snapshot = self.state.snapshot
         routed = assign_variant(user_id, snapshot.effective_canary_weight, self.config.canary_salt)
         model: LoadedModel | None = snapshot.challenger if routed == "challenger" else snapshot.champion
@@ -143,7 +157,13 @@ class RecommendationService:
 
         out = [(int(i.product_id), _finite(i.score), str(i.reason)) for i in items][:k]
         out = self._explore(out, k, context, user_row)
-        if inputs is not None and variant == "champion" and snapshot.shadow_enabled and snapshot.challenger:
+        if (
+            inputs is not None
+            and variant == "champion"
+            and snapshot.shadow_enabled
+            and snapshot.challenger
+            and (self.config.shadow_sample_rate >= 1.0 or random.random() < self.config.shadow_sample_rate)
+        ):
             self._submit_shadow(user_id, k, out, inputs, snapshot.challenger)
 
         self.metrics.count_recommendation(variant, degraded, [reason for _, _, reason in out])

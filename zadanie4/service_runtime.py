@@ -194,9 +194,10 @@ class ServiceRuntime:
                 feature_budget_s=s.feature_budget_ms / 1000.0,
                 max_per_category=s.max_per_category,
                 canary_salt=s.canary_salt,
+                shadow_sample_rate=s.shadow_sample_rate,
             ),
         )
-        self.shadow = ShadowScorer(service.shadow_score, self.metrics, s.shadow_queue_size)
+        self.shadow = ShadowScorer(service.shadow_score, self.metrics, s.shadow_queue_size, busy=lambda: service.busy)
         self.shadow.start()
         service.shadow = self.shadow
         self.service = service
@@ -312,6 +313,9 @@ class ServiceRuntime:
             self.features.close()
         self._feedback_executor.shutdown(wait=True)
         self._load_executor.shutdown(wait=False, cancel_futures=True)
+        close_models = getattr(self._dependencies.models, "close", None) if self._dependencies else None
+        if callable(close_models):  # e.g. the registry helper process
+            close_models()
         if self.feedback_log is not None:
             self.feedback_log.close()
 

@@ -24,6 +24,15 @@ class ServeSettings(BaseSettings):
     max_concurrency: int = Field(
         64, ge=1, description="Requests in flight above which /recommend and /feedback answer 503 at once."
     )
+    max_event_loop_lag_ms: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Off unless set: event-loop lateness (twice in a row, requests in flight) from which /recommend and "
+            "/feedback answer 503 at once. It did not keep refusals fast under a 5x burst here, and it also "
+            "refuses during store stalls, which are not overload (see the README's Reliability)."
+        ),
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body; larger -> 413.")
     max_feedback_batch: int = Field(1000, ge=1, description="Most events in one POST /feedback.")
 
@@ -81,6 +90,15 @@ class ServeSettings(BaseSettings):
     canary_salt: str = Field("recsys-canary-v1", min_length=1, description="Salt of the sticky user hash.")
     shadow_enabled: bool = Field(False, description="Score a copy of champion requests with the challenger.")
     shadow_queue_size: int = Field(256, ge=1, description="Shadow jobs waiting at most; more are dropped.")
+    shadow_sample_rate: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Share of champion requests copied to the shadow challenger. Its scoring shares this process's "
+            "CPU with live requests; a sample is enough to compare the models."
+        ),
+    )
 
     # --- feedback --------------------------------------------------------------------------------
     redis_url: str | None = Field(

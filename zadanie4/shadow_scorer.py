@@ -4,7 +4,11 @@ A request served by the champion puts a :class:`ShadowJob` (the inputs it alread
 served product ids) into a bounded queue with ``put_nowait``; a full queue drops the job (counted),
 so the request never waits. One background thread takes jobs, asks the challenger for its list and
 records overlap@k with the served list and the challenger's latency. Any exception of the challenger
-is counted and swallowed. The response, and its latency, never depend on the shadow.
+is counted and swallowed. The response never depends on the shadow.
+
+The challenger's work is Python and shares the GIL with the event loop, so the worker starts a job
+only while no request is being served (``busy()`` false): the shadow uses the service's idle time
+and leaves the live requests' latency alone; under sustained load the queue fills and jobs are dropped.
 """
 
 from __future__ import annotations
@@ -50,9 +54,13 @@ class ShadowScorer:
         score: Callable[[ShadowJob], Sequence[int]],
         metrics: ServiceMetrics,
         max_queue: int = 256,
+        busy: Callable[[], bool] = lambda: False,
+        idle_poll_s: float = 0.0005,
     ) -> None:
         self._score = score
         self._metrics = metrics
+        self._busy = busy
+        self._idle_poll_s = idle_poll_s
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self.completed = 0  # jobs finished (scored or failed): lets tests wait for the worker
@@ -81,6 +89,8 @@ class ShadowScorer:
             job = self._queue.get()
             if job is _STOP:
                 return
+            while self._busy():  # wait for a moment without live requests
+                time.sleep(self._idle_poll_s)
             self._process(job)
             self._metrics.set_queue_size("shadow", self._queue.qsize())
 

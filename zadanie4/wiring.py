@@ -27,19 +27,26 @@ FEEDBACK_TO_EVENT_TYPE = {"click": "view", "cart": "cart", "purchase": "purchase
 
 
 class RegistryModelProvider:
-    """Loads aliases from the MLflow registry (zadanie3), falling back to the local ranker for the champion."""
+    """Loads aliases from the MLflow registry (zadanie3), falling back to the local ranker for the champion.
 
-    def __init__(self, settings: ServeSettings) -> None:
+    The registry is asked by a helper process (:mod:`zadanie4.registry_helper`), so the MLflow calls
+    never hold this process's GIL; here only the model files are parsed. The model last loaded per
+    alias is kept: when a reload finds the alias on the same version, that model is returned as is.
+    """
+
+    def __init__(self, settings: ServeSettings, helper: Any | None = None) -> None:
+        from zadanie4.registry_helper import RegistryHelper
+
         self.settings = settings
+        self.helper = helper or RegistryHelper(settings.registry_cache_dir)
+        self._last: dict[str, tuple[tuple[int, str | None, str], LoadedModel]] = {}
 
     def load(self, alias: str) -> LoadedModel | None:
         from zadanie3 import registry_client
         from zadanie3.settings import load_settings as load_registry_settings
 
         try:
-            version, artifact = registry_client.load_ranker_by_alias(
-                alias, load_registry_settings(), cache_dir=self.settings.registry_cache_dir
-            )
+            fetched = self.helper.fetch(alias)
         except registry_client.ModelNotFound:
             log.info("registry has no alias %r", alias)
             return self._local_champion(alias, reason="alias not set in the registry")
@@ -48,8 +55,19 @@ class RegistryModelProvider:
             if local is None:
                 raise
             return local
-        loaded_from = artifact.meta.get("loaded_from", "registry")
-        return LoadedModel(version=str(version), ranker=artifact, source=f"registry:{alias} ({loaded_from})")
+        key = (fetched.version, fetched.run_id, fetched.loaded_from)
+        last = self._last.get(alias)
+        if last is not None and last[0] == key and fetched.loaded_from == "registry":
+            return last[1]
+        artifact = registry_client.load_fetched_ranker(fetched, load_registry_settings())
+        model = LoadedModel(
+            version=str(fetched.version), ranker=artifact, source=f"registry:{alias} ({fetched.loaded_from})"
+        )
+        self._last[alias] = (key, model)
+        return model
+
+    def close(self) -> None:
+        self.helper.close()
 
     def _local_champion(self, alias: str, *, reason: str) -> LoadedModel | None:
         if alias != self.settings.champion_alias:

@@ -102,6 +102,35 @@ def test_exploration_comparison_and_targets() -> None:
     assert comparison["control_ctr_change"] == pytest.approx(660 / 700 - 1)
     low, high = comparison["total_ctr_change_ci95"]
     assert low < comparison["total_ctr_change"] < high
+    assert "served_by_policies" not in comparison  # only with both runs' per-variant counts
+
+
+def test_exploration_comparison_without_the_degraded_pages() -> None:
+    # given: the run with exploration lost 2000 impressions (and their clicks) to the fallback during a stall
+    without = _report((700, 700), (10_000, 10_000), 0.0)
+    with_exploration = _report((690, 690), (10_000, 10_000), 0.08)
+
+    def variants(
+        champion: tuple[int, int], challenger: tuple[int, int], fallback: tuple[int, int]
+    ) -> dict[str, object]:
+        return {
+            name: {"service_log": {"impression": n, "click": c}}
+            for name, (c, n) in (("champion", champion), ("challenger", challenger), ("fallback", fallback))
+        }
+
+    # when
+    comparison = exploration_comparison(
+        with_exploration,
+        without,
+        with_variants=variants((600, 9_000), (640, 9_000), (140, 2_000)),
+        without_variants=variants((700, 10_000), (700, 10_000), (0, 0)),
+    )
+    # then: on the pages the policies served, CTR went from 7 % to 6.89 %
+    served = comparison["served_by_policies"]
+    assert served["without_exploration_ctr"] == pytest.approx(0.07)
+    assert served["with_exploration_ctr"] == pytest.approx(1240 / 18_000)
+    assert served["total_ctr_change"] == pytest.approx((1240 / 18_000) / 0.07 - 1)
+    assert served["fallback_impressions"] == {"without_exploration": 0, "with_exploration": 2000}
     report = {
         **with_exploration,
         "lift": 719 / 660 - 1,

@@ -161,6 +161,7 @@ def fault_settings(tmp_path: Path, **overrides: Any) -> ServeSettings:
         "exploration_seed": 1,
         "feature_budget_ms": 200.0,  # generous on a busy test machine; the slow proxy still exceeds it
         "realtime_update_interval_s": 0.0,
+        "shadow_sample_rate": 1.0,  # every champion request, so tests see each job
     }
     values.update(overrides)
     return load_settings(**values)

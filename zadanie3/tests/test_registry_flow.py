@@ -233,7 +233,8 @@ def test_cached_copy_is_reused_only_for_the_same_registry_run(
     version = register_validated_champion(good_ranker_dir, settings)
     rc.load_ranker_by_alias("champion", settings)
     cached = settings.cache_dir / settings.model_name / "versions" / str(version)
-    shutil.copy2(bad_ranker_dir / "model.txt", cached / "model.txt")  # pretend the cache holds another model
+    for name in ("model.txt", "ranker_meta.json"):  # pretend the cache holds another model
+        shutil.copy2(bad_ranker_dir / name, cached / name)
     matrix = load_evaluation_set(eval_set_path).features[:100]
 
     _, reused = rc.load_ranker_by_alias("champion", settings)

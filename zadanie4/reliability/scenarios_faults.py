@@ -64,6 +64,7 @@ class FaultProfile:
     slow_delay_ms: float
     slow_s: float
     reloads: int
+    reload_pause_s: float
     canary_users: int
     canary_repeat_users: int
     canary_rate_rps: float
@@ -82,9 +83,10 @@ FULL = FaultProfile(
     slow_delay_ms=200.0,
     slow_s=15.0,
     reloads=20,
+    reload_pause_s=0.5,
     canary_users=10_000,
     canary_repeat_users=1_000,
-    canary_rate_rps=500.0,
+    canary_rate_rps=200.0,
     missing_requests=600,
     shadow_users=200,
     shadow_phase_s=4.0,
@@ -99,9 +101,10 @@ QUICK = FaultProfile(
     slow_delay_ms=200.0,
     slow_s=2.0,
     reloads=5,
+    reload_pause_s=0.2,
     canary_users=2_000,
     canary_repeat_users=200,
-    canary_rate_rps=400.0,
+    canary_rate_rps=200.0,
     missing_requests=120,
     shadow_users=40,
     shadow_phase_s=1.0,
@@ -184,13 +187,16 @@ def recovery_seconds(samples: Sequence[Sample], back_at: float) -> float | None:
 def _run_load_around(
     load: ConstantLoad, before_s: float, fault: Callable[[], None], during_s: float, heal: Callable[[], None]
 ) -> tuple[float, float]:
-    """Let ``load`` run ``before_s``, call ``fault``, wait ``during_s``, call ``heal``; (fault_at, healed_at)."""
+    """Let ``load`` run ``before_s``, call ``fault``, wait ``during_s``, call ``heal``; (fault_at, heal_at):
+    ``fault_at`` once ``fault`` has returned (the fault is in place), ``heal_at`` just before ``heal`` is
+    called (the fault is still in place), so requests sent in between certainly met the fault."""
     time.sleep(before_s)
     fault()
     fault_at = time.monotonic()
     time.sleep(during_s)
+    heal_at = time.monotonic()
     heal()
-    return fault_at, time.monotonic()
+    return fault_at, heal_at
 
 
 def _wait_recovered(load: ConstantLoad, back_at: float, limit_s: float, settle_s: float) -> None:
@@ -223,13 +229,15 @@ def redis_stopped(ctx: Context) -> ScenarioResult:
         load = ConstantLoad(recommend_urls(target.url, users), p.rate_rps).start()
         try:
             stop_began = time.monotonic()
-            down_at, up_began = _run_load_around(load, p.before_s, redis.stop, p.outage_s, redis.start)
+            # Outage = from SHUTDOWN done to just before redis-server is spawned again: a request sent
+            # while it starts (and loads its data) may be answered from the Redis that is back already.
+            down_at, restart_at = _run_load_around(load, p.before_s, redis.stop, p.outage_s, redis.start)
             back_at = time.monotonic()
             _wait_recovered(load, back_at, p.recovery_limit_s, p.after_s)
         finally:
             samples = load.stop()
         recovery = recovery_seconds(samples, back_at)
-        outage = between(samples, down_at, up_began)
+        outage = between(samples, down_at, restart_at)
         not_degraded = sum(1 for s in outage if s.degraded is not True)
         checks = {
             "zero_5xx": count_5xx(samples) == 0,
@@ -244,11 +252,11 @@ def redis_stopped(ctx: Context) -> ScenarioResult:
             checks,
             p99=window_p99s(samples, stop_began + p.before_s, back_at),
             recovery_s=recovery,
-            outage_s=round(up_began - down_at, 2),
+            outage_s=round(restart_at - down_at, 2),
             outage_requests=len(outage),
             outage_not_degraded=not_degraded,
             rate_rps=p.rate_rps,
-            redis_restart_s=round(back_at - up_began, 3),
+            redis_restart_s=round(back_at - restart_at, 3),
         )
 
     return _guarded(REDIS_STOPPED, REDIS_STOPPED_CRITERION, run)
@@ -467,12 +475,28 @@ def write_corrupt_rankers(source: Path, work_dir: Path) -> dict[str, Path]:
     return out
 
 
+def context_registry(ctx: Context) -> tuple[Any, Any]:
+    """(RegistrySettings, MlflowClient) of the context's own MLflow registry (from its RECSYS_REGISTRY_* env)."""
+    from zadanie3 import registry_client
+    from zadanie3.settings import load_settings
+
+    prefix = "RECSYS_REGISTRY_"
+    settings = load_settings(**{k.removeprefix(prefix).lower(): v for k, v in ctx.env.items() if k.startswith(prefix)})
+    return settings, registry_client.connect(settings, require_existing_db=True)
+
+
 class MlflowRegistryPublisher:
-    """The real path: ``recsys registry register / validate / promote`` on the context's MLflow registry."""
+    """The real path: ``recsys registry register / validate / promote`` on the context's MLflow registry.
+
+    ``restore`` rolls the champion back and points the challenger alias at the version it named before
+    (registering the rotten copy made that one the challenger), so later scenarios find the registry
+    as they expect it.
+    """
 
     def __init__(self, ctx: Context, ranker_dir: Path = Path("artifacts") / "train" / "ranker") -> None:
         self.ctx = ctx
         self.ranker_dir = ranker_dir
+        self._challenger_before: str | None = None
 
     def _recsys(self, *args: str) -> tuple[int, str]:
         result = subprocess.run(
@@ -486,7 +510,15 @@ class MlflowRegistryPublisher:
     def _artifact_root(self) -> Path:
         return Path(self.ctx.env["RECSYS_REGISTRY_ARTIFACT_ROOT"])
 
+    def _challenger_version(self) -> str | None:
+        from zadanie3.registry_client import resolve_alias
+
+        settings, _ = context_registry(self.ctx)
+        version = resolve_alias("challenger", settings)
+        return str(version) if version is not None else None
+
     def publish_corrupt_champion(self, work_dir: Path) -> dict[str, object]:
+        self._challenger_before = self._challenger_version()
         broken = write_corrupt_rankers(self.ranker_dir, work_dir)
         figures: dict[str, object] = {}
         # 1. Registration loads the folder first: a corrupt file must not even become a version.
@@ -517,6 +549,9 @@ class MlflowRegistryPublisher:
         code, message = self._recsys("registry", "rollback", "--reason", "reliability: end of corrupt model drill")
         if code != 0:
             raise RuntimeError(f"rollback failed: {message}")
+        if self._challenger_before is not None:
+            settings, client = context_registry(self.ctx)
+            client.set_registered_model_alias(settings.model_name, "challenger", self._challenger_before)
 
 
 def corrupt_model_promoted(ctx: Context, publisher: ModelPublisher | None = None) -> ScenarioResult:
@@ -570,36 +605,118 @@ def corrupt_model_promoted(ctx: Context, publisher: ModelPublisher | None = None
 # --- Hot reload under load -------------------------------------------------------------------------
 
 HOT_RELOAD = "Hot reload under load"
-HOT_RELOAD_CRITERION = "20 reloads during constant load: 0 non-2xx; p99 <= 1.5x baseline"
+HOT_RELOAD_CRITERION = "20 reloads during constant load, each swapping the champion: 0 non-2xx; p99 <= 1.5x baseline"
 
 
-def hot_reload(ctx: Context) -> ScenarioResult:
-    """``POST /admin/reload`` back to back during constant load."""
+class ChampionSwitch(Protocol):
+    """Points the registry's champion alias at another version (what a promotion does)."""
+
+    versions: Sequence[str]  # the versions to alternate between, as the service reports them
+
+    def point_champion_at(self, version: str) -> None: ...
+
+
+class RegistryChampionSwitch:
+    """The context's MLflow registry: champion alternates between v1 and v2 (``prepare_registry``).
+
+    The MLflow calls run in a child process (:func:`champion_switch_loop`): in this process they would
+    hold the GIL against the load generator's thread and inflate the latencies it records.
+    """
+
+    versions = ("1", "2")
+
+    def __init__(self, ctx: Context) -> None:
+        code = (
+            "import os; os.nice(10); from zadanie4.reliability.scenarios_faults import champion_switch_loop as s; s()"
+        )
+        self.process = subprocess.Popen(
+            python_command(code), env=ctx.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        ctx.add_closer(self.close)
+
+    def point_champion_at(self, version: str) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(version + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline().strip()
+        if answer != "ok":
+            raise RuntimeError(f"moving the champion alias to v{version} failed: {answer or 'helper exited'}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            self.process.wait(10)
+
+
+def champion_switch_loop() -> None:
+    """Child of :class:`RegistryChampionSwitch`: one version per stdin line -> champion alias, ``ok`` back."""
+    import sys
+
+    from zadanie3 import registry_client
+    from zadanie3.settings import load_settings
+
+    settings = load_settings()
+    client = registry_client.connect(settings, require_existing_db=True)
+    for line in sys.stdin:
+        try:
+            client.set_registered_model_alias(settings.model_name, "champion", line.strip())
+            print("ok", flush=True)
+        except Exception as exc:
+            print(f"{type(exc).__name__}: {exc}".replace("\n", " "), flush=True)
+
+
+def hot_reload(
+    ctx: Context, switch: ChampionSwitch | None = None, start: Callable[[Context], ServiceTarget] | None = None
+) -> ScenarioResult:
+    """``POST /admin/reload`` during constant load, the champion alias moved to the other version before
+    each one, so every reload loads and swaps a model (a reload that finds nothing new is cheaper).
+
+    By default on a service of its own, straight on Redis: the shared one reads Redis through the delay
+    proxy, which runs in this process beside the load generator, so the scenario's own work would be
+    measured as the service's latency.
+    """
 
     def run() -> ScenarioResult:
         p = profile(ctx)
-        target = ctx.main()
+        target = (start or (lambda c: c.start_service("hot_reload")))(ctx)
+        champions = switch or RegistryChampionSwitch(ctx)
         reload_codes: Counter[int] = Counter()
         reload_ms: list[float] = []
+        swapped = 0
+        status, body = http_get(target.url + "/model")
+        first = str(orjson.loads(body)["champion"]["version"]) if status == 200 else None
         load = ConstantLoad(recommend_urls(target.url, ctx.warm_users[:500]), p.rate_rps).start()
         try:
             time.sleep(p.before_s)
             fault_at = time.monotonic()
-            for _ in range(p.reloads):
+            for i in range(p.reloads):
+                others = [v for v in champions.versions if v != first] or list(champions.versions)
+                wanted = others[i % len(others)] if i % 2 == 0 else (first or champions.versions[0])
+                champions.point_champion_at(wanted)
                 started = time.monotonic()
-                code, _ = _admin(ctx, target, "/admin/reload", {})
+                code, answer = _admin(ctx, target, "/admin/reload", {})
                 reload_ms.append((time.monotonic() - started) * 1000)
                 reload_codes[code] += 1
-                time.sleep(0.2)
+                swapped += int(
+                    str(answer.get("champion_version")) == wanted and "champion" in answer.get("changed", [])
+                )
+                time.sleep(p.reload_pause_s)
             healed_at = time.monotonic()
             time.sleep(p.after_s)
         finally:
             samples = load.stop()
+            if first is not None:
+                champions.point_champion_at(first)
+                _admin(ctx, target, "/admin/reload", {})
+            if start is None:  # our own service
+                target.stop()  # type: ignore[attr-defined]
         p99 = window_p99s(samples, fault_at, healed_at)
         baseline = p99["before"]
         ratio = (p99["during"] / baseline) if (baseline and p99["during"] is not None) else None
         checks = {
             "all_reloads_200": reload_codes.get(200, 0) == p.reloads,
+            "every_reload_swapped_the_champion": swapped == p.reloads,
             "zero_non_2xx": all(s.ok for s in samples),
             "p99_within_1_5x_baseline": ratio is not None and ratio <= 1.5,
         }
@@ -610,6 +727,8 @@ def hot_reload(ctx: Context) -> ScenarioResult:
             checks,
             p99=p99,
             reloads=p.reloads,
+            pause_between_reloads_s=p.reload_pause_s,
+            champion_swaps=swapped,
             reload_statuses=dict(sorted((str(k), v) for k, v in reload_codes.items())),
             reload_p50_ms=round(sorted(reload_ms)[len(reload_ms) // 2], 1) if reload_ms else None,
             p99_ratio=round(ratio, 3) if ratio is not None else None,
@@ -635,12 +754,20 @@ def _variants(samples: Iterable[Sample], user_of: Sequence[int]) -> dict[int, se
     return seen
 
 
-def canary_split(ctx: Context) -> ScenarioResult:
-    """Set the canary weight to 0.1, ask for 10,000 distinct users, then ask some of them twice more."""
+def _retagged(sample: Sample, index: int) -> Sample:
+    """``sample`` as if it were request ``index`` of the first pass (maps it to the same user)."""
+    from dataclasses import replace
+
+    return replace(sample, index=index)
+
+
+def canary_split(ctx: Context, start: Callable[[Context], ServiceTarget] | None = None) -> ScenarioResult:
+    """Set the canary weight to 0.1, ask for 10,000 distinct users, then ask some of them twice more
+    (on the shared service unless ``start`` gives another)."""
 
     def run() -> ScenarioResult:
         p = profile(ctx)
-        target = ctx.main()
+        target = (start or (lambda c: c.main()))(ctx)
         users = [*ctx.warm_users, *ctx.unknown_users]
         users += [max(users) + 1 + i for i in range(max(p.canary_users - len(users), 0))]
         users = users[: p.canary_users]
@@ -651,25 +778,38 @@ def canary_split(ctx: Context) -> ScenarioResult:
             first = ConstantLoad(recommend_urls(target.url, users), p.canary_rate_rps, max_requests=len(users)).wait(
                 600
             )
+            # A fallback answer (feature read over its budget) shows no routing: ask those users again.
+            retried: list[Sample] = []
+            for _ in range(5):
+                unrouted = sorted(set(users) - set(_variants([*first, *retried], users)))
+                if not unrouted:
+                    break
+                retried += [
+                    _retagged(s, users.index(unrouted[s.index]))
+                    for s in ConstantLoad(
+                        recommend_urls(target.url, unrouted), p.canary_rate_rps, max_requests=len(unrouted)
+                    ).wait(600)
+                ]
             repeat_users = users[: p.canary_repeat_users] * 2
             again = ConstantLoad(
                 recommend_urls(target.url, repeat_users), p.canary_rate_rps, max_requests=len(repeat_users)
             ).wait(600)
         finally:
             _admin(ctx, target, "/admin/canary", {"weight": 0.0})
+        fallbacks = sum(1 for s in first if s.variant == "fallback")
+        first = [*first, *retried]
         variants = _variants(first, users)
         routed = Counter(v for vs in variants.values() for v in vs if v in ("champion", "challenger"))
         n_routed = routed["champion"] + routed["challenger"]
         share = routed["challenger"] / n_routed if n_routed else None
         both = _variants([*first, *again], users)
         flipped = sum(1 for u in users[: p.canary_repeat_users] if len(both.get(u, set())) > 1)
-        fallbacks = sum(1 for s in first if s.variant == "fallback")
         samples = [*first, *again]
         checks = {
             "all_answered_2xx": all(s.ok for s in samples),
+            "every_user_routed": len(variants) == len(users),
             "share_within_0_01": share is not None and abs(share - CANARY_WEIGHT) <= 0.01,
             "sticky_per_user": flipped == 0,
-            "no_fallback_answers": fallbacks == 0,
         }
         return _result(
             CANARY,
@@ -681,7 +821,8 @@ def canary_split(ctx: Context) -> ScenarioResult:
             challenger_share=round(share, 4) if share is not None else None,
             repeated_users=p.canary_repeat_users,
             users_that_switched_variant=flipped,
-            fallback_answers=fallbacks,
+            fallback_answers_first_pass=fallbacks,
+            users_asked_again=len(retried),
         )
 
     return _guarded(CANARY, CANARY_CRITERION, run)
@@ -794,6 +935,10 @@ def shadow_isolation(ctx: Context, start: ShadowStarter | None = None) -> Scenar
         p99_off: list[float] = []
         p99_on: list[float] = []
         try:
+            code, state = _admin(ctx, target, "/admin/shadow", {"enabled": True})
+            figures["challenger_version"] = state.get("challenger_version")
+            if code != 200 or not state.get("challenger_version"):
+                raise RuntimeError(f"the service has no challenger to shadow: POST /admin/shadow -> {code} {state}")
             for fault in SHADOW_FAULTS:
                 fault_file.write_text(fault)
                 tag = fault.split(":")[0]

@@ -510,20 +510,24 @@ def overload_burst(
     burst_s: float,
     after_s: float,
     factor: float = 5.0,
-    measure_concurrency: int = 16,
+    measure_concurrency: Sequence[int] = (2, 4, 8),
     alive: Callable[[], bool] = lambda: True,
 ) -> ScenarioResult:
-    """Measure the max throughput (closed loop), then offer ``factor`` x it for ``burst_s`` on top of a
-    constant load at half of it that runs before, during and after the burst."""
+    """Measure the max throughput (closed loop at each of ``measure_concurrency``, ``measure_s`` in all),
+    then offer ``factor`` x it for ``burst_s`` on top of a constant load at half of it that runs before,
+    during and after the burst."""
     # The max throughput counts full (not degraded) answers: once the feature reads miss their budget
     # the service answers from the popularity fallback, which costs a fraction of a full answer, so
-    # counting those would measure the overload itself (and ask for a 5x no load generator here reaches).
+    # counting those would measure the overload itself. Too many connections make the reads queue past
+    # their budget (mostly degraded answers), too few leave the service idle: the best level counts.
     specs = [RequestSpec("GET", u, marker=DEGRADED_MARKER, marker_label="degraded") for u in urls]
-    step = run_closed_loop(specs, measure_concurrency, measure_s)
+    steps = [run_closed_loop(specs, c, measure_s / len(measure_concurrency)) for c in measure_concurrency]
+    full_rps = [st.status_counts.get("200", 0) / st.window_s if st.window_s > 0 else 0.0 for st in steps]
+    best = max(range(len(steps)), key=lambda i: full_rps[i])
+    step, max_rps = steps[best], full_rps[best]
     answered = step.status_counts.get("200", 0) + step.status_counts.get("200 degraded", 0)
-    max_rps = step.status_counts.get("200", 0) / step.window_s if step.window_s > 0 else 0.0
     if max_rps <= 0:
-        raise RuntimeError(f"the throughput step got no full 2xx answer: {step.status_counts}")
+        raise RuntimeError(f"the throughput steps got no full 2xx answer: {[st.status_counts for st in steps]}")
     base_rps = 0.5 * max_rps
     burst_rps = factor * max_rps - base_rps
     background = ConstantLoad(urls, base_rps, timeout_s=5.0, max_connections=256).start()
@@ -575,6 +579,10 @@ def overload_burst(
         recovery_s=recovery,
         details={
             "max_throughput_rps": max_rps,
+            "max_throughput_connections": measure_concurrency[best],
+            "full_rps_per_connections": {
+                str(c): round(r, 1) for c, r in zip(measure_concurrency, full_rps, strict=True)
+            },
             "offered_burst_rps": factor * max_rps,
             "achieved_send_rps": achieved + base_rps,
             "burst_send_lag_max_ms": burst.max_send_lag_ms,
@@ -609,6 +617,9 @@ def overload(ctx: Context) -> ScenarioResult:
     p = profile(ctx)
 
     def run() -> ScenarioResult:
+        # The shared service. Its Redis traffic goes through the scenarios' delay proxy, which runs in
+        # this process beside the load generator and caps the service at ~200 req/s (vs ~500 on the
+        # bench). Against a service straight on Redis a 5x burst queued seconds (README: limits).
         target = ctx.main()
         users = [*ctx.warm_users[:400], *ctx.unknown_users[:100]] or [1]
         alive = getattr(target, "alive", lambda: True)

@@ -47,6 +47,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> ServeSettings:
         "load_challenger": True,
         "feature_budget_ms": 2000.0,  # generous: degradation tests set their own budget
         "realtime_update_interval_s": 0.0,
+        "shadow_sample_rate": 1.0,  # every champion request, so tests see each job
     }
     values.update(overrides)
     return load_settings(**values)

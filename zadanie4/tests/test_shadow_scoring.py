@@ -84,3 +84,35 @@ async def test_shadow_records_overlap_and_latency_of_a_working_challenger(shop, 
     assert scored >= 1
     assert _value(metrics, "recsys_shadow_overlap_ratio_sum") == pytest.approx(scored)
     assert _value(metrics, "recsys_shadow_latency_seconds_count") == scored
+
+
+async def test_only_the_sampled_share_of_champion_requests_is_shadowed(shop, tmp_path):
+    # Given shadow scoring of a 20 % sample, when 300 champion requests are served
+    settings = make_settings(tmp_path, shadow_sample_rate=0.2, shadow_queue_size=1000)
+    users = shop.users_with_events(3)[:30] * 10
+    _, _, metrics = await _serve(shop, settings, LinearRanker(0), True, users)
+    # then about 60 went to the challenger (binomial sd ~7), not all 300
+    shadowed = sum(
+        _value(metrics, "recsys_shadow_requests_total", {"result": result}) for result in ("scored", "error", "dropped")
+    )
+    assert 25 <= shadowed <= 100
+
+
+def test_the_shadow_worker_waits_for_a_moment_without_live_requests():
+    # Given a scorer whose service is busy serving
+    busy = [True]
+    scorer = ShadowScorer(lambda job: [1, 2, 3], create_metrics(), busy=lambda: busy[0])
+    scorer.start()
+    try:
+        # when a job is queued, it is not scored while requests are in flight
+        scorer.submit(ShadowJob(1, 3, (1, 2, 3), None, None))
+        time.sleep(0.1)
+        assert scorer.completed == 0
+        # then it is scored as soon as the service is idle
+        busy[0] = False
+        deadline = time.monotonic() + 2
+        while scorer.completed == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert scorer.completed == 1
+    finally:
+        scorer.stop()

@@ -143,3 +143,37 @@ async def test_reload_installs_new_candidates_without_failing_requests(shop, set
         served = await svc.client.get("/recommend", params={"user_id": shop.users_with_events(10)[0]})
         assert svc.runtime.service.core is new_core
     assert response.status_code == 200 and served.status_code == 200
+
+
+def test_registry_aliases_are_resolved_by_the_helper_process_and_unchanged_ones_not_reparsed(tmp_path, monkeypatch):
+    from zadanie3 import registry_client
+    from zadanie3.settings import load_settings as load_registry_settings
+
+    # Given a sqlite registry with two versions of a tiny ranker: v1 champion, v2 challenger
+    for key, value in {
+        "RECSYS_REGISTRY_ARTIFACTS_DIR": tmp_path / "artifacts",
+        "RECSYS_REGISTRY_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "RECSYS_REGISTRY_ARTIFACT_ROOT": tmp_path / "mlflow-artifacts",
+    }.items():
+        monkeypatch.setenv(key, str(value))
+    registry = load_registry_settings()
+    _save_tiny_ranker(tmp_path / "ranker")
+    v1 = registry_client.register_ranker(tmp_path / "ranker", registry).version
+    registry_client.promote(v1, registry, force=True, reason="test")
+    v2 = registry_client.register_ranker(tmp_path / "ranker", registry).version
+    provider = RegistryModelProvider(load_settings(artifacts_dir=tmp_path, registry_cache_dir=tmp_path / "cache"))
+    try:
+        # when the service loads the aliases (the helper child resolves them and fills the cache)
+        champion, challenger = provider.load("champion"), provider.load("challenger")
+        again = provider.load("champion")
+        registry_client.set_alias("champion", v2, registry, reason="test")
+        moved = provider.load("champion")
+    finally:
+        provider.close()
+    # then each alias got its version's files, an unchanged alias its loaded model, a moved one the new one
+    assert (champion.version, challenger.version) == (str(v1), str(v2))
+    assert champion.ranker.meta["loaded_from"] == "registry"
+    assert str(champion.ranker.meta["registry_run_id"]) != str(challenger.ranker.meta["registry_run_id"])
+    assert again is champion
+    assert moved.version == str(v2) and moved is not champion
+    assert (tmp_path / "cache").is_dir()
