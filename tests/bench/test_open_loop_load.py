@@ -71,7 +71,8 @@ def test_requests_unanswered_at_their_deadline_count_as_timeouts(base_url: str) 
     # then both scheduled requests are timeouts, timed from their due time up to the deadline or beyond
     assert result.status_counts == {"timeout": 2}
     assert result.errors == 2
-    assert (result.latencies_s >= 0.2).all()
+    # (the client's timer may fire a few tens of microseconds early: seen 0.19997 s in CI)
+    assert (result.latencies_s >= 0.2 - 0.001).all()
 
 
 def test_closed_loop_counts_every_answer_of_every_connection(base_url: str) -> None:
