@@ -413,10 +413,15 @@ def resolve_alias(alias: str, settings: RegistrySettings | None = None) -> int |
 
     Raises ``RegistryUnavailable`` when the registry cannot be asked (the caller may use its cache).
     """
-    settings = settings or load_settings()
+    target = _resolve_alias_target(alias, settings or load_settings())
+    return target[0] if target is not None else None
+
+
+def _resolve_alias_target(alias: str, settings: RegistrySettings) -> tuple[int, str | None] | None:
+    """(version, run id) of ``alias`` with a fresh client; registry failures become ``RegistryUnavailable``."""
     client = connect(settings, require_existing_db=True)
     try:
-        return _resolve(client, settings, alias)
+        return _resolve_target(client, settings, alias)
     except RegistryUnavailable:
         raise
     except Exception as exc:
@@ -697,30 +702,22 @@ def download_ranker(
     return final
 
 
-def load_ranker_version(
-    version: int, settings: RegistrySettings, *, cache_dir: Path | None = None, run_id: str | None = None
-) -> RankerArtifact:
-    """Load one version's ranker (LightGBM text via ``load_ranker``), downloading it into the cache if needed.
-
-    ``run_id`` (when the caller already knows it, e.g. from resolving an alias) saves a registry query.
-    """
+def load_ranker_version(version: int, settings: RegistrySettings, *, cache_dir: Path | None = None) -> RankerArtifact:
+    """Load one version's ranker (LightGBM text via ``load_ranker``), downloading it into the cache if needed."""
     from mlflow.exceptions import MlflowException
 
-    if run_id is None:
-        client = connect(settings, require_existing_db=True)
-        try:
-            run_id = client.get_model_version(settings.model_name, str(version)).run_id
-        except MlflowException as exc:
-            if _is_not_found(exc):
-                raise ModelNotFound(f"version {version} of model '{settings.model_name}' does not exist") from exc
-            raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
-        except Exception as exc:  # database/network errors surface as sqlalchemy/requests exceptions
-            raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
+    client = connect(settings, require_existing_db=True)
+    try:
+        run_id = client.get_model_version(settings.model_name, str(version)).run_id
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise ModelNotFound(f"version {version} of model '{settings.model_name}' does not exist") from exc
+        raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
+    except Exception as exc:  # database/network errors surface as sqlalchemy/requests exceptions
+        raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
     folder = download_ranker(version, settings, cache_dir=cache_dir, run_id=run_id)
     artifact = load_ranker(folder, expected_features=RANKER_FEATURES)
-    artifact.meta.update(
-        {"registry_model": settings.model_name, "registry_version": version, "registry_run_id": run_id}
-    )
+    artifact.meta.update({"registry_model": settings.model_name, "registry_version": version})
     return artifact
 
 
@@ -751,12 +748,7 @@ def fetch_ranker_by_alias(
     root = _cache_root(settings, cache_dir)
     pointer = root / CACHE_POINTER_DIR / f"{alias}.json"
     try:
-        try:
-            target = _resolve_target(connect(settings, require_existing_db=True), settings, alias)
-        except RegistryUnavailable:
-            raise
-        except Exception as exc:
-            raise RegistryUnavailable(f"registry {settings.effective_tracking_uri} failed: {_first_line(exc)}") from exc
+        target = _resolve_alias_target(alias, settings)
         if target is None:
             raise ModelNotFound(f"alias '{alias}' of model '{settings.model_name}' is not set")
         version, run_id = target
@@ -785,34 +777,16 @@ def load_fetched_ranker(fetched: FetchedRanker, settings: RegistrySettings | Non
 
 
 def load_ranker_by_alias(
-    alias: str,
-    settings: RegistrySettings | None = None,
-    *,
-    cache_dir: Path | None = None,
-    current: RankerArtifact | None = None,
+    alias: str, settings: RegistrySettings | None = None, *, cache_dir: Path | None = None
 ) -> tuple[int, RankerArtifact]:
     """Resolve ``alias`` (e.g. ``champion``) and load that ranker (:func:`fetch_ranker_by_alias` + parse).
 
-    ``current`` is the artifact the caller serves now: when the alias still names its version (and
-    run), it is returned as is, so a reload that changes nothing parses nothing. ``artifact.meta``
-    gets ``registry_version``, ``registry_run_id``, ``registry_alias`` and ``loaded_from``
-    ("registry" | "cache").
+    ``artifact.meta`` gets ``registry_version``, ``registry_run_id``, ``registry_alias`` and
+    ``loaded_from`` ("registry" | "cache").
     """
     settings = settings or load_settings()
     fetched = fetch_ranker_by_alias(alias, settings, cache_dir=cache_dir)
-    if current is not None and fetched.loaded_from == "registry" and same_version(current, fetched, settings):
-        return fetched.version, current
     return fetched.version, load_fetched_ranker(fetched, settings)
-
-
-def same_version(artifact: RankerArtifact, fetched: FetchedRanker, settings: RegistrySettings) -> bool:
-    """True when ``artifact`` was loaded from the registry version (and run) ``fetched`` names."""
-    meta = artifact.meta
-    return (
-        meta.get("registry_model") == settings.model_name
-        and meta.get("registry_version") == fetched.version
-        and meta.get("registry_run_id") == fetched.run_id
-    )
 
 
 def _cached_alias(root: Path, pointer: Path, alias: str, cause: Exception) -> tuple[int, Path]:

@@ -9,11 +9,10 @@ is shed quickly instead of queueing. In-flight requests only count what the app 
 burst the backlog waits in the event loop itself, before any middleware runs. So, when a
 :class:`EventLoopLag` is given (opt-in, ``max_event_loop_lag_ms``), the working endpoints are also shed
 while it says the loop runs its timers late (a saturated loop): a shed answer costs microseconds, the
-loop drains its backlog
-and the refusals stay fast instead of every request waiting its turn. ``/admin/*`` requests without
-the right bearer token get 401 before their body is even read (so a bad body can never turn an auth
-failure into a 422). Latency and status are recorded per endpoint; the handler puts the serving
-variant into ``scope["recsys.variant"]``.
+loop drains its backlog and the refusals stay fast instead of every request waiting its turn.
+``/admin/*`` requests without the right bearer token get 401 before their body is even read (so a bad
+body can never turn an auth failure into a 422). Latency and status are recorded per endpoint; the
+handler puts the serving variant into ``scope["recsys.variant"]``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from zadanie4.dependencies import LoadedModel, ServiceDependencies
 from zadanie4.recommender_adapter import CandidateIndexCore, product_block_from_frames
 from zadanie4.reliability.harness import Context, DelayProxy, InProcessService, RedisServer
 from zadanie4.settings import ServeSettings, load_settings
-from zadanie4.tests.service_fakes import DictModelProvider, Shop, make_shop, model
+from zadanie4.tests.service_fakes import Shop, make_shop, two_models
 
 FAULT_ADMIN_TOKEN = "reliability-test-token"
 
@@ -165,10 +165,6 @@ def fault_settings(tmp_path: Path, **overrides: Any) -> ServeSettings:
     }
     values.update(overrides)
     return load_settings(**values)
-
-
-def two_models() -> DictModelProvider:
-    return DictModelProvider({"champion": model("1"), "challenger": model("2", seed=1)})
 
 
 @pytest.fixture

@@ -15,13 +15,9 @@ from typing import Any
 from zadanie1.ranker_artifact import load_ranker
 from zadanie4.reliability import scenarios_faults as sf
 from zadanie4.reliability.harness import Context, ServiceTarget
-from zadanie4.tests.service_fakes import DictModelProvider, model
+from zadanie4.tests.service_fakes import DictModelProvider, model, two_models
 
 FaultWorld = Any  # conftest.FaultWorld (conftest modules are not importable under --import-mode=importlib)
-
-
-def two_models() -> DictModelProvider:
-    return DictModelProvider({"champion": model("1"), "challenger": model("2", seed=1)})
 
 
 def _checks(result: Any) -> dict[str, bool]:

@@ -686,12 +686,12 @@ def hot_reload(
         swapped = 0
         status, body = http_get(target.url + "/model")
         first = str(orjson.loads(body)["champion"]["version"]) if status == 200 else None
+        others = [v for v in champions.versions if v != first] or list(champions.versions)
         load = ConstantLoad(recommend_urls(target.url, ctx.warm_users[:500]), p.rate_rps).start()
         try:
             time.sleep(p.before_s)
             fault_at = time.monotonic()
             for i in range(p.reloads):
-                others = [v for v in champions.versions if v != first] or list(champions.versions)
                 wanted = others[i % len(others)] if i % 2 == 0 else (first or champions.versions[0])
                 champions.point_champion_at(wanted)
                 started = time.monotonic()
@@ -780,12 +780,13 @@ def canary_split(ctx: Context, start: Callable[[Context], ServiceTarget] | None 
             )
             # A fallback answer (feature read over its budget) shows no routing: ask those users again.
             retried: list[Sample] = []
+            position = {user: i for i, user in enumerate(users)}
             for _ in range(5):
                 unrouted = sorted(set(users) - set(_variants([*first, *retried], users)))
                 if not unrouted:
                     break
                 retried += [
-                    _retagged(s, users.index(unrouted[s.index]))
+                    _retagged(s, position[unrouted[s.index]])
                     for s in ConstantLoad(
                         recommend_urls(target.url, unrouted), p.canary_rate_rps, max_requests=len(unrouted)
                     ).wait(600)

@@ -148,6 +148,11 @@ def model(version: str, ranker: Any | None = None, seed: int = 0) -> LoadedModel
     return LoadedModel(version=version, ranker=ranker or LinearRanker(seed), source=f"test:{version}")
 
 
+def two_models() -> DictModelProvider:
+    """Champion v1 and a differently weighted challenger v2."""
+    return DictModelProvider({"champion": model("1"), "challenger": model("2", seed=1)})
+
+
 def make_dependencies(
     shop: Shop,
     *,
