@@ -45,7 +45,7 @@ from zadanie4.api_models import (
 from zadanie4.dependencies import RequestContext, ServiceDependencies
 from zadanie4.feedback_log import FeedbackLog
 from zadanie4.prometheus_metrics import ServiceMetrics, create_metrics
-from zadanie4.request_limits import VARIANT_SCOPE_KEY, EventLoopLag, RequestLimitsMiddleware, admin_authorized
+from zadanie4.request_limits import VARIANT_SCOPE_KEY, EventLoopAdmission, RequestLimitsMiddleware, admin_authorized
 from zadanie4.service_runtime import FeedbackUnavailable, ServiceRuntime, feedback_records
 from zadanie4.settings import ServeSettings
 
@@ -154,19 +154,22 @@ def create_app(
         freeze_gc=freeze_gc,
     )
 
-    loop_lag = EventLoopLag(settings.max_event_loop_lag_ms / 1000.0) if settings.max_event_loop_lag_ms else None
+    admission = EventLoopAdmission(settings.max_event_loop_busy) if settings.max_event_loop_busy is not None else None
+    if admission is not None:
+        metrics.admission_share.set_function(lambda: admission.share)
+        admission.on_busy_tick = metrics.event_loop_busy_ticks.inc
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if loop_lag is not None:
-            loop_lag.start()
+        if admission is not None:
+            admission.start()
         await runtime.start()
         try:
             yield
         finally:
             await runtime.stop()
-            if loop_lag is not None:
-                loop_lag.stop()
+            if admission is not None:
+                admission.stop()
 
     app = FastAPI(
         title="recsys: personalized e-commerce recommendations",
@@ -185,7 +188,7 @@ def create_app(
         max_in_flight=settings.max_concurrency,
         metrics=metrics,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
-        loop_lag=loop_lag,
+        admission=admission,
     )
 
     @app.exception_handler(RequestValidationError)

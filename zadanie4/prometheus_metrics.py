@@ -240,6 +240,17 @@ class ServiceMetrics:
             "1 when shadow scoring by the challenger is on, 0 otherwise.",
             registry=registry,
         )
+        self.admission_share = Gauge(
+            "recsys_admission_share",
+            "Open share (0..1) of the in-flight cap of /recommend and /feedback, set by the overload guard.",
+            registry=registry,
+        )
+        self.admission_share.set(1.0)
+        self.event_loop_busy_ticks = Counter(
+            "recsys_event_loop_busy_ticks",
+            "Ticks (10 ms) at which the overload guard found the event loop's thread busy above its limit.",
+            registry=registry,
+        )
         self.queue_size = Gauge(
             "recsys_queue_size",
             "Items waiting in an in-process queue.",

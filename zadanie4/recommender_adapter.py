@@ -33,8 +33,8 @@ class CandidateIndexCore:
         self,
         index: CandidateIndex,
         *,
-        n_candidates: int = 500,
-        max_per_category: int = 3,
+        n_candidates: int = 150,
+        max_per_category: int = 5,
         warm_threshold_events: int = 5,
     ) -> None:
         self.index = index

@@ -60,7 +60,7 @@ class RecommendOutcome:
 @dataclass(frozen=True)
 class PipelineConfig:
     feature_budget_s: float = 0.025
-    max_per_category: int = 3
+    max_per_category: int = 5
     canary_salt: str = "recsys-canary-v1"
     shadow_sample_rate: float = 1.0
 

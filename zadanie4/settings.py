@@ -24,13 +24,14 @@ class ServeSettings(BaseSettings):
     max_concurrency: int = Field(
         64, ge=1, description="Requests in flight above which /recommend and /feedback answer 503 at once."
     )
-    max_event_loop_lag_ms: float | None = Field(
-        None,
+    max_event_loop_busy: float | None = Field(
+        0.9,
         gt=0,
+        le=1,
         description=(
-            "Off unless set: event-loop lateness (twice in a row, requests in flight) from which /recommend and "
-            "/feedback answer 503 at once. It did not keep refusals fast under a 5x burst here, and it also "
-            "refuses during store stalls, which are not overload (see the README's Reliability)."
+            "Overload guard: share of wall time the event loop's thread may spend on the CPU (over 100 ms) "
+            "before the in-flight cap of /recommend and /feedback (max_concurrency) shrinks, down to 8; "
+            "null = off (max_concurrency alone)."
         ),
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body; larger -> 413.")
@@ -61,7 +62,12 @@ class ServeSettings(BaseSettings):
     load_challenger: bool = Field(True, description="Load the challenger alias at startup when the registry has it.")
 
     # --- request path ----------------------------------------------------------------------------
-    n_candidates: int = Field(500, ge=10, le=5000, description="Candidates scored per request.")
+    n_candidates: int = Field(
+        150,
+        ge=10,
+        le=5000,
+        description="Candidates scored per request (as the ranker was trained: zadanie1 N_CANDIDATES).",
+    )
     feature_budget_ms: float = Field(
         25.0, gt=0, description="Time budget of the online-store reads of one request (user row + pair rows)."
     )
@@ -77,7 +83,9 @@ class ServeSettings(BaseSettings):
         60.0, ge=0, description="Seconds between checks for new candidate artifacts on disk (0 = never)."
     )
     product_refresh_s: float = Field(300.0, ge=1, description="Seconds between product-feature cache refreshes.")
-    max_per_category: int = Field(3, ge=1, description="Diversity cap: most items of one category in a response.")
+    max_per_category: int = Field(
+        5, ge=1, description="Diversity cap: most items of one category in a response (as zadanie1 evaluates)."
+    )
     warm_threshold_events: int = Field(5, ge=1, description="Events from which a user gets the full ranking.")
     exploration_share: float = Field(0.1, ge=0.0, le=0.5, description="Share of slots given to new products.")
     exploration_max_views: int = Field(20, ge=0, description="Products with at most this many views count as new.")

@@ -45,6 +45,7 @@ import orjson
 
 from shared.errors import UserInputError
 from zadanie4.bench.serving_setup import env_with, executable, free_port, run_step
+from zadanie4.reliability.raw_http import NoAnswer, RawHttpClient, encode_request
 
 SHARED_REDIS_PORT = 6379  # the machine's Redis: never started, stopped or written by these scenarios
 NO_ANSWER = 0  # Sample.status of a request that got no HTTP answer (refused, reset, timed out)
@@ -528,11 +529,14 @@ def _describe(body: bytes) -> tuple[bool | None, str | None]:
 
 class ConstantLoad:
     """Open-loop load: request ``i`` is sent at ``start + i / rate_rps`` (whatever the earlier ones do),
-    cycling through ``requests``, from a background thread with its own event loop (aiohttp).
+    cycling through ``requests``, from a background thread with its own event loop (uvloop) and a lean
+    keep-alive client (:mod:`zadanie4.reliability.raw_http`).
 
     Latency is measured from the moment the request is handed to the client (including a wait for a
     free connection) to the end of the body; a request without an answer within ``timeout_s`` is a
     sample with status 0. ``keep_bodies`` keeps each response body (for response comparisons).
+    With ``warm_url``, all ``max_connections`` connections are opened and served one GET of it before
+    the first send (the pool of a front end is open before a burst reaches it); see :meth:`wait_started`.
     """
 
     def __init__(
@@ -544,6 +548,7 @@ class ConstantLoad:
         max_connections: int = 64,
         keep_bodies: bool = False,
         max_requests: int | None = None,
+        warm_url: str | None = None,
     ) -> None:
         if not requests:
             raise ValueError("ConstantLoad needs at least one request")
@@ -555,10 +560,12 @@ class ConstantLoad:
         self.max_connections = max_connections
         self.keep_bodies = keep_bodies
         self.max_requests = max_requests
+        self.warm_url = warm_url
         self._samples: list[Sample] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._started = threading.Event()
         self._thread: threading.Thread | None = None
         self.started_at: float | None = None
         self.max_send_lag_ms = 0.0
@@ -570,9 +577,23 @@ class ConstantLoad:
             return list(self._samples)
 
     def start(self) -> ConstantLoad:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="constant-load", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="constant-load", daemon=True)
         self._thread.start()
         return self
+
+    def wait_started(self, timeout_s: float) -> float:
+        """The monotonic time the first request was due (after the pre-warm); starts the load if needed."""
+        if self._thread is None:
+            self.start()
+        if not self._started.wait(timeout_s) or self.started_at is None:
+            raise RuntimeError(f"the load did not start sending within {timeout_s:g} s")
+        return self.started_at
+
+    def _run(self) -> None:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(self._main())
 
     def stop(self) -> list[Sample]:
         """Stop sending, wait for the requests in flight (at most ``timeout_s``), return every sample by send time."""
@@ -595,16 +616,16 @@ class ConstantLoad:
         self.stop()
 
     async def _main(self) -> None:
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s), trust_env=False
-        ) as session:
-            tasks: set[asyncio.Task[None]] = set()
-            start = time.monotonic()
-            self.started_at = start
-            i = 0
+        client = RawHttpClient(self.max_connections)
+        encoded = [encode_request(r.url, r.method, r.body, r.headers) for r in self.requests]
+        if self.warm_url is not None:
+            await client.prewarm(self.warm_url, self.max_connections)
+        tasks: set[asyncio.Task[None]] = set()
+        start = time.monotonic()
+        self.started_at = start
+        self._started.set()
+        i = 0
+        try:
             while not self._stop.is_set() and (self.max_requests is None or i < self.max_requests):
                 due = start + i / self.rate_rps
                 wait = due - time.monotonic()
@@ -612,25 +633,22 @@ class ConstantLoad:
                     await asyncio.sleep(wait)
                 else:
                     self.max_send_lag_ms = max(self.max_send_lag_ms, -wait * 1000)
-                task = asyncio.create_task(self._one(session, i))
+                task = asyncio.create_task(self._one(client, encoded[i % len(encoded)], i))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 i += 1
             if tasks:
                 await asyncio.wait(tasks, timeout=self.timeout_s + 5)
-        self._done.set()
+        finally:
+            client.close()
+            self._done.set()
 
-    async def _one(self, session: Any, i: int) -> None:
-        request = self.requests[i % len(self.requests)]
+    async def _one(self, client: RawHttpClient, request: tuple[tuple[str, int], bytes], i: int) -> None:
         sent = time.monotonic()
         status, body = NO_ANSWER, b""
         try:
-            async with session.request(
-                request.method, request.url, data=request.body, headers=request.headers
-            ) as response:
-                body = await response.read()
-                status = int(response.status)
-        except Exception:  # refused, reset, timed out, malformed: no HTTP answer
+            status, body = await client.request(request[0], request[1], self.timeout_s)
+        except (NoAnswer, OSError, TimeoutError):  # refused, reset, cut, timed out: no HTTP answer
             status = NO_ANSWER
         latency_ms = (time.monotonic() - sent) * 1000
         degraded, variant = _describe(body) if status == 200 else (None, None)

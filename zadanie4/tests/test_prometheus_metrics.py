@@ -38,6 +38,8 @@ CONTRACT = {
     "recsys_canary_weight": ("gauge", set()),
     "recsys_shadow_enabled": ("gauge", set()),
     "recsys_queue_size": ("gauge", {"queue"}),
+    "recsys_admission_share": ("gauge", set()),
+    "recsys_event_loop_busy_ticks": ("counter", set()),
 }
 
 

@@ -1,0 +1,91 @@
+"""The overload guard: a busy event-loop thread shrinks the open share of the in-flight cap, a free one restores it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from zadanie4.request_limits import EventLoopAdmission
+
+pytestmark = pytest.mark.anyio
+
+
+async def _busy_for(seconds: float) -> None:
+    """Keep the loop's thread on the CPU for ``seconds`` in short iterations (like a stream of requests)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        spin_until = time.monotonic() + 0.002
+        while time.monotonic() < spin_until:
+            pass
+        await asyncio.sleep(0)
+
+
+async def test_busy_loop_cuts_the_share_and_an_idle_one_restores_it() -> None:
+    guard = EventLoopAdmission(0.9, interval_s=0.01, window=5)
+    guard.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert guard.share == 1.0  # idle loop: everything admitted
+        await _busy_for(0.3)
+        assert guard.share < 0.1
+        assert guard.busy() > 0.9
+        await asyncio.sleep(1.5)  # +0.01 per on-time tick
+        assert guard.share == 1.0
+    finally:
+        guard.stop()
+    assert guard.share == 1.0  # stopped: never sheds
+
+
+async def test_waiting_and_late_timers_are_not_overload() -> None:
+    guard = EventLoopAdmission(0.9, interval_s=0.01, window=5)
+    guard.start()
+    try:
+        for _ in range(30):  # a slow store: the loop waits, its thread uses no CPU
+            await asyncio.sleep(0.01)
+        time.sleep(0.06)  # blocked without CPU (preempted, a blocking call): the tick runs late
+        await asyncio.sleep(0.02)
+        assert guard.share == 1.0
+    finally:
+        guard.stop()
+
+
+async def test_one_long_busy_iteration_counts_for_every_interval_it_spanned() -> None:
+    guard = EventLoopAdmission(0.9, interval_s=0.01, window=10)
+    guard.start()
+    try:
+        await asyncio.sleep(0.05)
+        end = time.monotonic() + 0.12
+        while time.monotonic() < end:  # one 120 ms iteration on the CPU: the tick spans ~12 intervals
+            pass
+        await asyncio.sleep(0.001)
+        assert guard.share < 0.1
+        await asyncio.sleep(0.3)  # free again: +0.01 per 10 ms
+        assert 0.2 < guard.share <= 1.0
+    finally:
+        guard.stop()
+
+
+async def test_the_in_flight_cap_shrinks_with_the_share_but_a_few_are_always_admitted() -> None:
+    from zadanie4.request_limits import RequestLimitsMiddleware
+
+    async def app(scope, receive, send):  # pragma: no cover - never called
+        raise AssertionError
+
+    guard = EventLoopAdmission(0.9)
+    middleware = RequestLimitsMiddleware(app, max_body_bytes=1, max_in_flight=64, metrics=None, admission=guard)
+    guard.start()
+    try:
+        guard._share = 0.5
+        middleware.in_flight = 31
+        assert middleware._admitted()
+        middleware.in_flight = 32
+        assert not middleware._admitted()
+        guard._share = 0.02  # the floor: 64 x 0.02 < 8, so 8 in flight stay admitted (closed-loop clients)
+        middleware.in_flight = 7
+        assert middleware._admitted()
+        middleware.in_flight = 8
+        assert not middleware._admitted()
+    finally:
+        guard.stop()
