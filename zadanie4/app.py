@@ -157,7 +157,7 @@ def create_app(
     admission = EventLoopAdmission(settings.max_event_loop_busy) if settings.max_event_loop_busy is not None else None
     if admission is not None:
         metrics.admission_share.set_function(lambda: admission.share)
-        admission.on_busy_tick = metrics.event_loop_busy_ticks.inc
+        metrics.event_loop_busy.set_function(admission.busy)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -246,9 +246,9 @@ class ServiceMetrics:
             registry=registry,
         )
         self.admission_share.set(1.0)
-        self.event_loop_busy_ticks = Counter(
-            "recsys_event_loop_busy_ticks",
-            "Ticks (10 ms) at which the overload guard found the event loop's thread busy above its limit.",
+        self.event_loop_busy = Gauge(
+            "recsys_event_loop_busy",
+            "Share (0..1) of wall time the event loop's thread was on the CPU over the overload guard's window.",
             registry=registry,
         )
         self.queue_size = Gauge(

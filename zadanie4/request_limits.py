@@ -82,7 +82,6 @@ class EventLoopAdmission:
         self.decrease = decrease
         self.increase = increase
         self.floor = floor
-        self.on_busy_tick: Callable[[], None] = lambda: None
         self._clock = clock
         self._cpu_clock = cpu_clock
         self._share = 1.0
@@ -109,6 +108,8 @@ class EventLoopAdmission:
     def busy(self) -> float:
         """CPU time of the loop's thread / wall time over the last ``window`` intervals (a long last tick
         alone when it spanned more); 0 before two measurements."""
+        if len(self._marks) < 2:
+            return 0.0
         wall1, cpu1 = self._marks[-1]
         wall0, cpu0 = self._marks[0]
         for wall, cpu in reversed(self._marks):
@@ -128,7 +129,6 @@ class EventLoopAdmission:
         self._marks.append((now, self._cpu_clock()))  # on the loop's thread: its CPU time
         if self.busy() >= self.max_busy:
             self._share = max(self.floor, self._share * self.decrease**steps)
-            self.on_busy_tick()
         else:
             self._share = min(1.0, self._share + self.increase * steps)
         self._schedule()

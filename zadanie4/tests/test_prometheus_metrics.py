@@ -39,7 +39,7 @@ CONTRACT = {
     "recsys_shadow_enabled": ("gauge", set()),
     "recsys_queue_size": ("gauge", {"queue"}),
     "recsys_admission_share": ("gauge", set()),
-    "recsys_event_loop_busy_ticks": ("counter", set()),
+    "recsys_event_loop_busy": ("gauge", set()),
 }
 
 
