@@ -51,14 +51,34 @@ async def test_waiting_and_late_timers_are_not_overload() -> None:
         guard.stop()
 
 
+class WallWhileBusyCpuClock:
+    """A thread CPU clock that advances with the wall clock while ``busy``: a busy stretch that no
+    preemption by other processes on the 2 shared cores can turn into a partly idle one."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self._cpu = 0.0
+        self._since = time.monotonic()
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        if self.busy:
+            self._cpu += now - self._since
+        self._since = now
+        return self._cpu
+
+
 async def test_one_long_busy_iteration_counts_for_every_interval_it_spanned() -> None:
-    guard = EventLoopAdmission(0.9, interval_s=0.01, window=10)
+    cpu = WallWhileBusyCpuClock()
+    guard = EventLoopAdmission(0.9, interval_s=0.01, window=10, cpu_clock=cpu)
     guard.start()
     try:
         await asyncio.sleep(0.05)
-        end = time.monotonic() + 0.12
-        while time.monotonic() < end:  # one 120 ms iteration on the CPU: the tick spans ~12 intervals
-            pass
+        cpu()
+        cpu.busy = True
+        time.sleep(0.12)  # one 120 ms iteration "on the CPU": the tick spans ~12 intervals
+        cpu()
+        cpu.busy = False
         await asyncio.sleep(0.001)
         assert guard.share < 0.1
         await asyncio.sleep(0.3)  # free again: +0.01 per 10 ms

@@ -1,0 +1,119 @@
+"""Refused requests: the body is read to its end before the answer, so the client sees the answer at once
+and the connection can stay open; bodies too large or too slow to drain close the connection instead."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from zadanie4 import request_limits
+from zadanie4.request_limits import RequestLimitsMiddleware
+
+pytestmark = pytest.mark.anyio
+LIMIT = 4096
+TOKEN = "s3cret"
+
+
+class Client:
+    """An ASGI peer that streams ``chunks`` as the body and records what the middleware answers."""
+
+    def __init__(self, chunks: list[bytes], *, delay_s: float = 0.0) -> None:
+        self.chunks = chunks
+        self.delay_s = delay_s
+        self.read = 0  # chunks the server has taken
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self.read += 1
+        body = self.chunks[self.read - 1]
+        return {"type": "http.request", "body": body, "more_body": self.read < len(self.chunks)}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    @property
+    def status(self) -> int:
+        return int(self.sent[0]["status"])
+
+    @property
+    def closes(self) -> bool:
+        return (b"connection", b"close") in self.sent[0]["headers"]
+
+
+async def _never_called(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("the app must not see a refused request")
+
+
+def _scope(path: str, *, content_length: int | None = None, token: str | None = None) -> dict[str, Any]:
+    headers = [(b"content-type", b"application/json")]
+    if content_length is not None:
+        headers.append((b"content-length", str(content_length).encode()))
+    if token is not None:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    return {"type": "http", "method": "POST", "path": path, "headers": headers}
+
+
+async def _call(scope: dict[str, Any], client: Client) -> None:
+    app = RequestLimitsMiddleware(
+        _never_called, max_body_bytes=LIMIT, max_in_flight=64, metrics=None, admin_token=TOKEN
+    )
+    await app(scope, client.receive, client.send)
+
+
+async def test_declared_oversized_body_is_drained_then_413_on_an_open_connection() -> None:
+    # given a 10 x 64 KiB body declared by Content-Length
+    chunks = [b"x" * 65536] * 10
+    client = Client(chunks)
+    # when it is posted to /recommend
+    await _call(_scope("/recommend", content_length=len(chunks) * 65536), client)
+    # then every chunk was read before the 413, which keeps the connection
+    assert client.status == 413
+    assert client.read == 10
+    assert not client.closes
+
+
+async def test_streamed_oversized_body_is_drained_then_413() -> None:
+    client = Client([b"x" * 3000] * 8)  # no Content-Length: the limit trips on the second chunk
+    await _call(_scope("/feedback"), client)
+    assert client.status == 413
+    assert client.read == 8
+    assert not client.closes
+
+
+async def test_admin_without_token_drains_the_body_before_401() -> None:
+    client = Client([b"x" * 1000] * 5)
+    await _call(_scope("/admin/products", token="wrong"), client)
+    assert client.status == 401
+    assert client.read == 5
+    assert not client.closes
+
+
+async def test_body_declared_larger_than_the_drain_cap_is_not_read_and_closes(monkeypatch) -> None:
+    monkeypatch.setattr(request_limits, "DRAIN_MAX_BYTES", 100_000)
+    client = Client([b"x" * 65536] * 4)
+    await _call(_scope("/recommend", content_length=4 * 65536), client)
+    assert client.status == 413
+    assert client.read == 0
+    assert client.closes
+
+
+async def test_streamed_body_beyond_the_drain_cap_stops_reading_and_closes(monkeypatch) -> None:
+    monkeypatch.setattr(request_limits, "DRAIN_MAX_BYTES", 100_000)
+    client = Client([b"x" * 30_000] * 10)
+    await _call(_scope("/feedback"), client)
+    assert client.status == 413
+    assert client.read == 4  # 120,000 bytes > the cap: no more reads
+    assert client.closes
+
+
+async def test_slow_sender_is_not_waited_for_past_the_drain_deadline(monkeypatch) -> None:
+    monkeypatch.setattr(request_limits, "DRAIN_MAX_S", 0.05)
+    client = Client([b"x" * 3000] * 100, delay_s=0.01)
+    await _call(_scope("/feedback"), client)
+    assert client.status == 413
+    assert client.read < 100
+    assert client.closes
