@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -60,17 +61,40 @@ def endpoint_of(path: str) -> str | None:
     return None
 
 
+def runnable_time_clock() -> Callable[[], float]:
+    """Seconds the calling thread has been running or waiting in the run queue for a CPU (Linux
+    ``/proc/thread-self/schedstat``; ``time.thread_time`` elsewhere). Open it on the thread to measure.
+
+    CPU time alone under-reads a saturated loop on shared cores: with the load generator, Redis and
+    the service on 2 cores, the loop thread got ~80 % of a core and never reached a 0.9 CPU share while
+    its backlog grew by ~1,000 requests a second. Time spent waiting for a CPU is demand as well.
+    """
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        run_ns, wait_ns = os.pread(fd, 128, 0).split()[:2]
+        int(run_ns), int(wait_ns)
+    except (OSError, ValueError):
+        return time.thread_time
+
+    def runnable_s() -> float:
+        run, wait = os.pread(fd, 128, 0).split()[:2]
+        return (int(run) + int(wait)) / 1e9
+
+    return runnable_s
+
+
 class EventLoopAdmission:
     """The open share (0..1) of the in-flight cap, steered by how busy the event loop's thread is.
 
     Under a burst the backlog does not wait where the service can see it: requests queue in the
     clients' connection pools, in socket buffers and in the kernel's accept queue, while the loop runs
-    short iterations and an in-flight counter stays low. What does show is the loop's thread using
-    the CPU all the time. Every ``interval_s`` the guard measures the thread's CPU time over the last
-    ``window`` ticks; at or above ``max_busy`` of the wall time the share is cut (x ``decrease`` per
-    interval the tick spanned), otherwise it grows by ``increase`` per interval (AIMD, as TCP steers
-    its window).
-    Waiting on I/O (a slow store, a stall) is not CPU and never counts as overload.
+    short iterations and an in-flight counter stays low. What does show is the loop's thread never
+    idle. Every ``interval_s`` the guard measures the thread's runnable time (on a CPU or waiting for
+    one, :func:`runnable_time_clock`) over the last ``window`` ticks; at or above ``max_busy`` of the
+    wall time the share is cut (x ``decrease`` per interval the tick spanned), otherwise it grows by
+    ``increase`` per interval (AIMD, as TCP steers its window). ``ticks`` counts the intervals, so
+    the middleware can also bound how many requests start within one.
+    Waiting on I/O (a slow store, a stall) is not runnable and never counts as overload.
     """
 
     def __init__(
@@ -83,7 +107,7 @@ class EventLoopAdmission:
         increase: float = 0.01,
         floor: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
-        cpu_clock: Callable[[], float] = time.thread_time,
+        cpu_clock: Callable[[], float] | None = None,
     ) -> None:
         self.max_busy = max_busy
         self.interval_s = interval_s
@@ -91,8 +115,10 @@ class EventLoopAdmission:
         self.increase = increase
         self.floor = floor
         self._clock = clock
-        self._cpu_clock = cpu_clock
+        self._given_cpu_clock = cpu_clock
+        self._cpu_clock: Callable[[], float] = cpu_clock or time.thread_time
         self._share = 1.0
+        self.ticks = 0
         self._marks: deque[tuple[float, float]] = deque(maxlen=window + 1)
         self._window_s = window * interval_s
         self._handle: asyncio.TimerHandle | None = None
@@ -103,7 +129,10 @@ class EventLoopAdmission:
         return self._share if self._handle is not None else 1.0
 
     def start(self) -> None:
+        """Start ticking on the running loop (call it on the loop's thread: the clock measures that thread)."""
         if self._handle is None:
+            if self._given_cpu_clock is None:
+                self._cpu_clock = runnable_time_clock()
             self._marks.clear()
             self._marks.append((self._clock(), self._cpu_clock()))
             self._schedule()
@@ -134,7 +163,8 @@ class EventLoopAdmission:
         # A long loop iteration delays the tick: it counts as every interval it spanned. Lateness alone is
         # no signal: a process preempted by others (2 shared cores) runs its timers late without overload.
         steps = max(1, round((now - self._marks[-1][0]) / self.interval_s))
-        self._marks.append((now, self._cpu_clock()))  # on the loop's thread: its CPU time
+        self._marks.append((now, self._cpu_clock()))  # on the loop's thread: its runnable time
+        self.ticks += 1
         if self.busy() >= self.max_busy:
             self._share = max(self.floor, self._share * self.decrease**steps)
         else:
@@ -224,6 +254,8 @@ class RequestLimitsMiddleware:
         self.admission = admission
         self.metrics = metrics
         self.in_flight = 0
+        self._tick_seen = -1
+        self._started_this_tick = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -271,8 +303,19 @@ class RequestLimitsMiddleware:
         # next tick, and their work comes due together in the next iteration, so the cap bounds that
         # iteration. A few requests in flight are always admitted: a handful of clients keeping one core
         # busy (closed loop, e.g. the A/B simulator) is full use, not overload.
-        cap = max(self.min_in_flight, self.max_in_flight * self.admission.share)
-        return self.in_flight < cap
+        share = self.admission.share
+        cap = max(self.min_in_flight, self.max_in_flight * share)
+        if share >= 1.0:
+            return self.in_flight < cap
+        # While the guard is closing, the cap also bounds the requests started within one of its
+        # intervals: answers that need no await (the popularity fallback while the store's breaker is
+        # open) leave nothing in flight, and ~800 of them a second kept the loop saturated with 0 refused.
+        if self.admission.ticks != self._tick_seen:
+            self._tick_seen, self._started_this_tick = self.admission.ticks, 0
+        if self.in_flight >= cap or self._started_this_tick >= cap:
+            return False
+        self._started_this_tick += 1
+        return True
 
     async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> Message | None:
         """The whole body as one ``http.request`` message, or None after answering 413."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -604,9 +605,33 @@ def overload_burst(
             "shed_p99_ms": percentile_ms(shed),
             "served_p99_during_ms": percentile_ms([s for s in during if s.ok]),
             "other_errors": dict(Counter("error" if s.status == NO_ANSWER else str(s.status) for s in other_errors)),
+            "burst_timeline": burst_timeline(between(samples, burst_start - 1.0, burst_end + 1.0), burst_start),
             "checks": checks,
         },
     )
+
+
+def burst_timeline(samples: Sequence[Sample], burst_start: float, step_s: float = 0.5) -> list[dict[str, Any]]:
+    """Per ``step_s`` of send time from the burst's start: requests, refusals and the p99 of each kind
+    (shows whether slow answers come at the onset, while the guard closes, or all along)."""
+    buckets: dict[int, list[Sample]] = {}
+    for s in samples:
+        buckets.setdefault(math.floor((s.t_sent - burst_start) / step_s), []).append(s)
+    rows = []
+    for key in sorted(buckets):
+        group = buckets[key]
+        shed = [s for s in group if s.status in SHED_STATUSES]
+        served = [s for s in group if s.ok]
+        rows.append(
+            {
+                "from_s": round(key * step_s, 2),
+                "requests": len(group),
+                "shed": len(shed),
+                "shed_p99_ms": round(percentile_ms(shed) or 0.0, 1),
+                "served_p99_ms": round(percentile_ms(served) or 0.0, 1),
+            }
+        )
+    return rows
 
 
 def _recovery_s(after: Sequence[Sample], burst_end: float) -> float | None:

@@ -109,3 +109,42 @@ async def test_the_in_flight_cap_shrinks_with_the_share_but_a_few_are_always_adm
         assert not middleware._admitted()
     finally:
         guard.stop()
+
+
+async def test_while_closing_the_cap_also_bounds_requests_started_in_one_interval() -> None:
+    from zadanie4.request_limits import RequestLimitsMiddleware
+
+    async def app(scope, receive, send):  # pragma: no cover - never called
+        raise AssertionError
+
+    guard = EventLoopAdmission(0.9)
+    middleware = RequestLimitsMiddleware(app, max_body_bytes=1, max_in_flight=64, metrics=None, admission=guard)
+    guard.start()
+    try:
+        # Given a closing guard (cap 8) and answers that finish at once (nothing stays in flight)
+        guard._share = 0.02
+        admitted = [middleware._admitted() for _ in range(20)]  # no await: all within one interval
+        # then at most 8 start within one interval, and the next interval admits again
+        assert admitted == [True] * 8 + [False] * 12
+        guard.ticks += 1
+        assert middleware._admitted()
+        # and an open guard bounds concurrency only
+        guard._share = 1.0
+        assert all(middleware._admitted() for _ in range(100))
+    finally:
+        guard.stop()
+
+
+def test_runnable_time_counts_a_busy_thread_and_not_a_sleeping_one() -> None:
+    from zadanie4.request_limits import runnable_time_clock
+
+    clock = runnable_time_clock()
+    start = clock()
+    time.sleep(0.05)
+    slept = clock() - start
+    end = time.monotonic() + 0.05
+    while time.monotonic() < end:
+        pass
+    busy = clock() - start - slept
+    assert slept < 0.01
+    assert busy >= 0.045  # on a CPU or waiting for one: the whole 50 ms
