@@ -26,6 +26,7 @@ from zadanie4.prometheus_metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 _STOP = object()
+ERROR_LOG_EVERY_S = 60.0  # a failing challenger fails on every job: one traceback a minute, the rest counted
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class ShadowScorer:
         self._busy = busy
         self._idle_poll_s = idle_poll_s
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._error_logged_at: float | None = None
         self._thread: threading.Thread | None = None
         self.completed = 0  # jobs finished (scored or failed): lets tests wait for the worker
 
@@ -102,8 +104,16 @@ class ShadowScorer:
             k = len(job.served_product_ids) or job.k
             self._metrics.observe_shadow(overlap_at_k(job.served_product_ids, shadow_ids, k), elapsed)
         except Exception:  # the challenger may fail in any way: contain it, count it, keep serving
-            log.warning("shadow scoring failed", exc_info=True)
             self._metrics.count_shadow_skipped("error")
+            now = time.monotonic()
+            if self._error_logged_at is None or now - self._error_logged_at >= ERROR_LOG_EVERY_S:
+                # Formatting a traceback per job held the GIL against live requests and flooded the log.
+                self._error_logged_at = now
+                log.warning(
+                    "shadow scoring failed (further failures for %.0f s only counted in recsys_shadow_requests_total)",
+                    ERROR_LOG_EVERY_S,
+                    exc_info=True,
+                )
         finally:
             self.completed += 1
 

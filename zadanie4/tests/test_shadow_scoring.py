@@ -116,3 +116,32 @@ def test_the_shadow_worker_waits_for_a_moment_without_live_requests():
         assert scorer.completed == 1
     finally:
         scorer.stop()
+
+
+def test_a_failing_challenger_logs_one_traceback_and_counts_every_failure(caplog):
+    # Given a challenger that fails on every job
+    metrics = create_metrics()
+
+    def fail(job):
+        raise RuntimeError("broken challenger")
+
+    scorer = ShadowScorer(fail, metrics)
+    scorer.start()
+    try:
+        # When 20 jobs are scored
+        with caplog.at_level("WARNING", logger="zadanie4.shadow_scorer"):
+            for _ in range(20):
+                scorer.submit(ShadowJob(1, 3, (1, 2, 3), None, None))
+            deadline = time.monotonic() + 5
+            while scorer.completed < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        scorer.stop()
+    # Then every failure is counted, and only the first one is logged with its traceback
+    assert scorer.completed == 20
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry).decode()
+    assert _value(text, "recsys_shadow_requests_total", {"result": "error"}) == 20
+    failures = [r for r in caplog.records if "shadow scoring failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
