@@ -7,8 +7,9 @@ records overlap@k with the served list and the challenger's latency. Any excepti
 is counted and swallowed. The response never depends on the shadow.
 
 The challenger's work is Python and shares the GIL with the event loop, so the worker starts a job
-only while no request is being served (``busy()`` false): the shadow uses the service's idle time
-and leaves the live requests' latency alone; under sustained load the queue fills and jobs are dropped.
+only while no request is being served (``busy()`` false), and hands the GIL over before every job:
+the shadow uses the service's idle time and leaves the live requests' latency alone; under sustained
+load the queue fills and jobs are dropped.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class ShadowScorer:
             job = self._queue.get()
             if job is _STOP:
                 return
+            # Sleep before looking: with a backlog the worker would go from job to job holding the GIL, and
+            # a request that has arrived (its loop thread waiting for the GIL, not yet counted as busy) would
+            # wait for the interpreter's forced switch (5 ms). The sleep hands the GIL over first.
+            time.sleep(self._idle_poll_s)
             while self._busy():  # wait for a moment without live requests
                 time.sleep(self._idle_poll_s)
             self._process(job)
