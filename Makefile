@@ -20,7 +20,7 @@ help: ## List every target
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip wheel
+	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip wheel setuptools
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 

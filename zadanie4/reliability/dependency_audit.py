@@ -7,10 +7,17 @@ package; the ``pypi`` vulnerability service), so it needs network access to pypi
 fails the output says ``"status": "unavailable"`` with pip-audit's own message - never an empty
 "no vulnerabilities" result.
 
+Where pip-audit could not audit a package (its per-version JSON endpoint unreachable, as behind the
+package mirror of this workplace), the package's project JSON (``/pypi/<name>/json``, the latest release
+with its ``vulnerabilities``) is asked too: when the installed version IS the latest release, PyPI's list
+applies to it and the package counts as audited (source ``pypi-latest``); an older installed version stays
+skipped, as nothing here can tell its vulnerabilities.
+
 The JSON: ``{"status", "command", "ran_at", "packages_audited", "vulnerable_packages", "vulnerabilities":
-[{"package", "version", "id", "aliases", "fix_versions"}], "skipped": [...], "error"}``; ``pip_audit.md``
-has the same as a table. ``status``: ``clean`` (every package checked, none vulnerable), ``vulnerable``,
-``incomplete`` (some packages could not be checked), ``unaudited`` (none could), ``unavailable`` (no report).
+[{"package", "version", "id", "aliases", "fix_versions", "source"}], "skipped": [...], "latest_release_check":
+{...}, "error"}``; ``pip_audit.md`` has the same as a table. ``status``: ``clean`` (every package checked,
+none vulnerable), ``vulnerable``, ``incomplete`` (some packages could not be checked), ``unaudited`` (none
+could), ``unavailable`` (no report).
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +38,8 @@ from typing import Any
 from zadanie4.bench.serving_setup import executable
 
 OUT_JSON = Path("artifacts") / "reliability" / "pip_audit.json"
+PYPI_PROJECT_JSON = "https://pypi.org/pypi/{name}/json"
+ProjectFetcher = Callable[[str], Mapping[str, Any] | None]  # project JSON of a package; None when unavailable
 EXIT_VULNERABLE = 1  # pip-audit's exit status when it found vulnerabilities (and also on some errors)
 
 
@@ -76,6 +87,7 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
                     "id": vuln["id"],
                     "aliases": list(vuln.get("aliases", [])),
                     "fix_versions": list(vuln.get("fix_versions", [])),
+                    "source": "pip-audit",
                 }
             )
     audited = len(dependencies) - len(skipped)
@@ -88,6 +100,89 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
         "vulnerable_packages": sorted({v["package"] for v in vulnerabilities}),
         "vulnerabilities": vulnerabilities,
         "skipped": skipped,
+    }
+
+
+def latest_release_vulnerabilities(
+    name: str, installed: str, project: Mapping[str, Any] | None
+) -> list[dict[str, Any]] | None:
+    """PyPI's known vulnerabilities of ``name`` ``installed`` from its project JSON; None when they cannot be
+    told (no JSON, or the installed version is not the latest release the JSON describes)."""
+    if not project or str(project.get("info", {}).get("version")) != installed:
+        return None
+    return [
+        {
+            "package": name,
+            "version": installed,
+            "id": str(v.get("id")),
+            "aliases": list(v.get("aliases") or []),
+            "fix_versions": list(v.get("fixed_in") or []),
+            "source": "pypi-latest",
+        }
+        for v in project.get("vulnerabilities") or []
+        if not v.get("withdrawn")
+    ]
+
+
+def _installed_version(name: str) -> str | None:
+    """pip-audit leaves the version out of a skipped package's entry: read it from this environment."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def fetch_project_json(name: str, *, timeout_s: float = 10.0) -> Mapping[str, Any] | None:
+    """``GET /pypi/<name>/json``; None on any network or format error (the package then stays skipped)."""
+    try:
+        with urllib.request.urlopen(PYPI_PROJECT_JSON.format(name=name), timeout=timeout_s) as response:
+            loaded = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def check_skipped_against_latest(
+    raw: Mapping[str, Any], summary: dict[str, Any], fetch: ProjectFetcher = fetch_project_json
+) -> dict[str, Any]:
+    """Audit the packages pip-audit skipped through their project JSON (see the module docstring); returns
+    ``summary`` with those packages moved from ``skipped`` to audited and the status recomputed."""
+    pending = [
+        (str(d["name"]), version)
+        for d in raw.get("dependencies", [])
+        if "skip_reason" in d and (version := d.get("version") or _installed_version(str(d["name"])))
+    ]
+    if not pending:
+        return summary
+    with ThreadPoolExecutor(8) as pool:
+        projects = list(pool.map(lambda item: fetch(item[0]), pending))
+    checked, not_latest, unreachable = [], [], []
+    vulnerabilities = list(summary["vulnerabilities"])
+    for (name, version), project in zip(pending, projects, strict=True):
+        found = latest_release_vulnerabilities(name, version, project)
+        if found is not None:
+            checked.append(name)
+            vulnerabilities += found
+        elif project is None:
+            unreachable.append(name)
+        else:
+            not_latest.append(f"{name} {version} (latest {project.get('info', {}).get('version')})")
+    done = set(checked)
+    skipped = [reason for reason in summary["skipped"] if reason.split(":", 1)[0] not in done]
+    audited = summary["packages_audited"] + len(checked)
+    status = "vulnerable" if vulnerabilities else "clean" if not skipped else "incomplete" if audited else "unaudited"
+    return {
+        **summary,
+        "status": status,
+        "packages_audited": audited,
+        "vulnerable_packages": sorted({v["package"] for v in vulnerabilities}),
+        "vulnerabilities": vulnerabilities,
+        "skipped": skipped,
+        "latest_release_check": {
+            "checked": len(checked),
+            "not_latest": not_latest,
+            "unreachable": unreachable,
+        },
     }
 
 
@@ -117,7 +212,7 @@ def run_audit(out_json: Path = OUT_JSON, packages: Sequence[str] = (), *, timeou
         message = (completed.stderr or completed.stdout).strip().splitlines()
         result.update({"status": "unavailable", "error": " ".join(message[-3:])[:2000] or "pip-audit wrote no report"})
     else:
-        result.update(summarize(raw))
+        result.update(check_skipped_against_latest(raw, summarize(raw)))
     out_json.write_text(json.dumps(result, indent=2) + "\n")
     out_json.with_suffix(".md").write_text(markdown(result))
     return result
@@ -136,14 +231,22 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"{result['packages_audited']} packages audited, {len(result['skipped'])} skipped (not auditable), "
         f"{len(result['vulnerabilities'])} known vulnerabilities in {len(result['vulnerable_packages'])} packages."
     )
+    latest = result.get("latest_release_check")
+    if latest:
+        lines += [
+            "",
+            f"Of the packages pip-audit could not audit, {latest['checked']} are at their latest release and were "
+            f"checked against PyPI's project JSON; {len(latest['not_latest'])} are older than the latest release "
+            f"(not auditable here), {len(latest['unreachable'])} unreachable.",
+        ]
     if result["skipped"]:
         lines += ["", "Skipped:", *(f"- {reason}" for reason in result["skipped"])]
     if result["vulnerabilities"]:
-        lines += ["", "| package | version | id | aliases | fixed in |", "|---|---|---|---|---|"]
+        lines += ["", "| package | version | id | aliases | fixed in | source |", "|---|---|---|---|---|---|"]
         for v in result["vulnerabilities"]:
             lines.append(
                 f"| {v['package']} | {v['version']} | {v['id']} | {', '.join(v['aliases'])} | "
-                f"{', '.join(v['fix_versions']) or '-'} |"
+                f"{', '.join(v['fix_versions']) or '-'} | {v.get('source', 'pip-audit')} |"
             )
     return "\n".join([*lines, ""])
 
