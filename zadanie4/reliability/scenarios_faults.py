@@ -144,6 +144,10 @@ def _result(
     )
 
 
+def _rounded(value: float | None, digits: int = 2) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
 def _guarded(name: str, criterion: str, run: Callable[[], ScenarioResult]) -> ScenarioResult:
     """Run a scenario; an exception of its own becomes a failed result (the run goes on)."""
     try:
@@ -677,9 +681,11 @@ def hot_reload(
     """``POST /admin/reload`` during constant load, the champion alias moved to the other version before
     each one, so every reload loads and swaps a model (a reload that finds nothing new is cheaper).
 
-    Each reload window (move the alias, reload, pause) is followed by a quiet window as long, and the
-    p99 of the pooled reload windows is compared with that of the pooled quiet ones: a baseline taken
-    before the reloads put the machine's drift into the ratio (0.3x to 2.2x between runs).
+    Each reload window (reload, pause) is followed by a quiet window as long, and the p99 of the pooled
+    reload windows is compared with that of the pooled quiet ones: a baseline taken before the reloads
+    put the machine's drift into the ratio (0.3x to 2.2x between runs). The alias moves between the
+    windows are left out of both: that MLflow client shares the 2 cores here, and the requests sent
+    while it ran had a p99 of 18 ms against 7 ms in the rest of the reload windows.
 
     By default on a service of its own, straight on Redis: the shared one reads Redis through the delay
     proxy, which runs in this process beside the load generator, so the scenario's own work would be
@@ -693,6 +699,7 @@ def hot_reload(
         reload_codes: Counter[int] = Counter()
         reload_ms: list[float] = []
         reload_windows: list[tuple[float, float]] = []
+        reload_calls: list[tuple[float, float]] = []  # POST /admin/reload, at the start of each window
         quiet_windows: list[tuple[float, float]] = []
         swapped = 0
         status, body = http_get(target.url + "/model")
@@ -703,11 +710,14 @@ def hot_reload(
             time.sleep(p.before_s)
             for i in range(p.reloads):
                 wanted = others[i % len(others)] if i % 2 == 0 else (first or champions.versions[0])
-                window_start = time.monotonic()
+                # The alias move is the registry's work (an MLflow client, here on the service's 2 cores;
+                # in production a CI job elsewhere): it belongs to neither window.
                 champions.point_champion_at(wanted)
-                started = time.monotonic()
+                time.sleep(0.05)
+                window_start = started = time.monotonic()
                 code, answer = _admin(ctx, target, "/admin/reload", {})
                 reload_ms.append((time.monotonic() - started) * 1000)
+                reload_calls.append((window_start, time.monotonic()))
                 reload_codes[code] += 1
                 swapped += int(
                     str(answer.get("champion_version")) == wanted and "champion" in answer.get("changed", [])
@@ -733,6 +743,12 @@ def hot_reload(
         }
         baseline = p99["before"]
         ratio = (p99["during"] / baseline) if (baseline and p99["during"] is not None) else None
+        # Where in a reload window the slow answers are: while the service reloaded, or in the pause
+        # after (a lasting effect of the new model)
+        in_calls = [x for a, b in reload_calls for x in between(samples, a, b)]
+        after_calls = [
+            x for (_, b), (_, end) in zip(reload_calls, reload_windows, strict=True) for x in between(samples, b, end)
+        ]
         checks = {
             "all_reloads_200": reload_codes.get(200, 0) == p.reloads,
             "every_reload_swapped_the_champion": swapped == p.reloads,
@@ -750,6 +766,9 @@ def hot_reload(
             champion_swaps=swapped,
             reload_statuses=dict(sorted((str(k), v) for k, v in reload_codes.items())),
             reload_p50_ms=round(sorted(reload_ms)[len(reload_ms) // 2], 1) if reload_ms else None,
+            requests_during_reload_calls=len(in_calls),
+            p99_during_reload_calls_ms=_rounded(percentile_ms(in_calls)),
+            p99_rest_of_reload_windows_ms=_rounded(percentile_ms(after_calls)),
             p99_ratio=round(ratio, 3) if ratio is not None else None,
             rate_rps=p.rate_rps,
         )
