@@ -89,37 +89,43 @@ class EventLoopAdmission:
     Under a burst the backlog does not wait where the service can see it: requests queue in the
     clients' connection pools, in socket buffers and in the kernel's accept queue, while the loop runs
     short iterations and an in-flight counter stays low. What does show is the loop's thread never
-    idle. Every ``interval_s`` the guard measures the thread's runnable time (on a CPU or waiting for
-    one, :func:`runnable_time_clock`) over the last ``window`` ticks; at or above ``max_busy`` of the
-    wall time the share is cut (x ``decrease`` per interval the tick spanned), otherwise it grows by
-    ``increase`` per interval (AIMD, as TCP steers its window). ``ticks`` counts the intervals, so
-    the middleware can also bound how many requests start within one.
-    Waiting on I/O (a slow store, a stall) is not runnable and never counts as overload.
+    idle. Every ``interval_s`` the guard reads the thread's runnable time (on a CPU or waiting for one,
+    :func:`runnable_time_clock`) and its CPU time over the last ``window`` ticks. The loop is overloaded
+    when it was runnable for at least ``max_busy`` of the wall time AND on a CPU for at least
+    ``min_cpu_share`` of it: CPU time alone under-reads a saturated loop on shared cores (0.7-0.85 seen
+    while its backlog grew), runnable time alone also counts a lightly loaded thread that other
+    processes kept off the cores (a 100 ms preemption at 200 req/s then refused canary requests).
+    Overloaded, the share is cut (x ``decrease`` per interval the tick spanned), otherwise it grows by
+    ``increase`` per interval (AIMD, as TCP steers its window).
+    Waiting on I/O (a slow store, a stall) is neither and never counts as overload.
     """
 
     def __init__(
         self,
         max_busy: float,
         *,
+        min_cpu_share: float = 0.6,
         interval_s: float = 0.01,
         window: int = 10,
         decrease: float = 0.5,
         increase: float = 0.01,
         floor: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
-        cpu_clock: Callable[[], float] | None = None,
+        runnable_clock: Callable[[], float] | None = None,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.max_busy = max_busy
+        self.min_cpu_share = min_cpu_share
         self.interval_s = interval_s
         self.decrease = decrease
         self.increase = increase
         self.floor = floor
         self._clock = clock
-        self._given_cpu_clock = cpu_clock
-        self._cpu_clock: Callable[[], float] = cpu_clock or time.thread_time
+        self._given_runnable_clock = runnable_clock
+        self._runnable_clock: Callable[[], float] = runnable_clock or cpu_clock
+        self._cpu_clock = cpu_clock
         self._share = 1.0
-        self.ticks = 0
-        self._marks: deque[tuple[float, float]] = deque(maxlen=window + 1)
+        self._marks: deque[tuple[float, float, float]] = deque(maxlen=window + 1)  # (wall, runnable, cpu)
         self._window_s = window * interval_s
         self._handle: asyncio.TimerHandle | None = None
 
@@ -129,12 +135,12 @@ class EventLoopAdmission:
         return self._share if self._handle is not None else 1.0
 
     def start(self) -> None:
-        """Start ticking on the running loop (call it on the loop's thread: the clock measures that thread)."""
+        """Start ticking on the running loop (call it on the loop's thread: the clocks measure that thread)."""
         if self._handle is None:
-            if self._given_cpu_clock is None:
-                self._cpu_clock = runnable_time_clock()
+            if self._given_runnable_clock is None:
+                self._runnable_clock = runnable_time_clock()
             self._marks.clear()
-            self._marks.append((self._clock(), self._cpu_clock()))
+            self._marks.append(self._mark())
             self._schedule()
 
     def stop(self) -> None:
@@ -143,29 +149,41 @@ class EventLoopAdmission:
         self._handle, self._share = None, 1.0
 
     def busy(self) -> float:
-        """CPU time of the loop's thread / wall time over the last ``window`` intervals (a long last tick
-        alone when it spanned more); 0 before two measurements."""
+        """Runnable time of the loop's thread / wall time over the last ``window`` intervals (a long last
+        tick alone when it spanned more); 0 before two measurements."""
+        return self._shares()[0]
+
+    def overloaded(self) -> bool:
+        runnable, cpu = self._shares()
+        return runnable >= self.max_busy and cpu >= self.min_cpu_share
+
+    def _mark(self) -> tuple[float, float, float]:
+        return self._clock(), self._runnable_clock(), self._cpu_clock()
+
+    def _shares(self) -> tuple[float, float]:
+        """(runnable, cpu) shares of the wall time over the window."""
         if len(self._marks) < 2:
-            return 0.0
-        wall1, cpu1 = self._marks[-1]
-        wall0, cpu0 = self._marks[0]
-        for wall, cpu in reversed(self._marks):
+            return 0.0, 0.0
+        wall1, runnable1, cpu1 = self._marks[-1]
+        wall0, runnable0, cpu0 = self._marks[0]
+        for wall, runnable, cpu in reversed(self._marks):
             if wall1 - wall >= self._window_s:
-                wall0, cpu0 = wall, cpu
+                wall0, runnable0, cpu0 = wall, runnable, cpu
                 break
-        return (cpu1 - cpu0) / (wall1 - wall0) if wall1 > wall0 else 0.0
+        if wall1 <= wall0:
+            return 0.0, 0.0
+        return (runnable1 - runnable0) / (wall1 - wall0), (cpu1 - cpu0) / (wall1 - wall0)
 
     def _schedule(self) -> None:
         self._handle = asyncio.get_running_loop().call_later(self.interval_s, self._tick)
 
     def _tick(self) -> None:
-        now = self._clock()
+        mark = self._mark()  # on the loop's thread: its runnable and CPU time
         # A long loop iteration delays the tick: it counts as every interval it spanned. Lateness alone is
         # no signal: a process preempted by others (2 shared cores) runs its timers late without overload.
-        steps = max(1, round((now - self._marks[-1][0]) / self.interval_s))
-        self._marks.append((now, self._cpu_clock()))  # on the loop's thread: its runnable time
-        self.ticks += 1
-        if self.busy() >= self.max_busy:
+        steps = max(1, round((mark[0] - self._marks[-1][0]) / self.interval_s))
+        self._marks.append(mark)
+        if self.overloaded():
             self._share = max(self.floor, self._share * self.decrease**steps)
         else:
             self._share = min(1.0, self._share + self.increase * steps)
@@ -254,8 +272,8 @@ class RequestLimitsMiddleware:
         self.admission = admission
         self.metrics = metrics
         self.in_flight = 0
-        self._tick_seen = -1
-        self._started_this_tick = 0
+        self._budget_since = 0.0  # start of the current start-budget interval (monotonic s)
+        self._started_since = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -307,14 +325,15 @@ class RequestLimitsMiddleware:
         cap = max(self.min_in_flight, self.max_in_flight * share)
         if share >= 1.0:
             return self.in_flight < cap
-        # While the guard is closing, the cap also bounds the requests started within one of its
-        # intervals: answers that need no await (the popularity fallback while the store's breaker is
-        # open) leave nothing in flight, and ~800 of them a second kept the loop saturated with 0 refused.
-        if self.admission.ticks != self._tick_seen:
-            self._tick_seen, self._started_this_tick = self.admission.ticks, 0
-        if self.in_flight >= cap or self._started_this_tick >= cap:
+        # While the guard is closing, the cap also bounds the requests started per interval of the guard:
+        # answers that need no await (the popularity fallback while the store's breaker is open) leave
+        # nothing in flight, and ~800 of them a second kept the loop saturated with 0 refused.
+        now = time.monotonic()
+        if now - self._budget_since >= self.admission.interval_s:
+            self._budget_since, self._started_since = now, 0
+        if self.in_flight >= cap or self._started_since >= cap:
             return False
-        self._started_this_tick += 1
+        self._started_since += 1
         return True
 
     async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> Message | None:

@@ -70,7 +70,7 @@ class WallWhileBusyCpuClock:
 
 async def test_one_long_busy_iteration_counts_for_every_interval_it_spanned() -> None:
     cpu = WallWhileBusyCpuClock()
-    guard = EventLoopAdmission(0.9, interval_s=0.01, window=10, cpu_clock=cpu)
+    guard = EventLoopAdmission(0.9, interval_s=0.01, window=10, runnable_clock=cpu, cpu_clock=cpu)
     guard.start()
     try:
         await asyncio.sleep(0.05)
@@ -123,10 +123,10 @@ async def test_while_closing_the_cap_also_bounds_requests_started_in_one_interva
     try:
         # Given a closing guard (cap 8) and answers that finish at once (nothing stays in flight)
         guard._share = 0.02
-        admitted = [middleware._admitted() for _ in range(20)]  # no await: all within one interval
+        admitted = [middleware._admitted() for _ in range(20)]  # well within one 10 ms interval
         # then at most 8 start within one interval, and the next interval admits again
         assert admitted == [True] * 8 + [False] * 12
-        guard.ticks += 1
+        time.sleep(0.011)
         assert middleware._admitted()
         # and an open guard bounds concurrency only
         guard._share = 1.0
@@ -148,3 +148,39 @@ def test_runnable_time_counts_a_busy_thread_and_not_a_sleeping_one() -> None:
     busy = clock() - start - slept
     assert slept < 0.01
     assert busy >= 0.045  # on a CPU or waiting for one: the whole 50 ms
+
+
+async def test_a_runnable_but_mostly_idle_thread_is_not_overload() -> None:
+    # Given a thread kept off the CPU by other processes: runnable all the time, on a CPU 30 % of it
+    wall = {"t": 0.0}
+    guard = EventLoopAdmission(
+        0.9,
+        interval_s=0.01,
+        window=5,
+        clock=lambda: wall["t"],
+        runnable_clock=lambda: wall["t"],
+        cpu_clock=lambda: 0.3 * wall["t"],
+    )
+    guard.start()
+    try:
+        for _ in range(20):
+            wall["t"] += 0.01
+            guard._tick()
+        # then the guard does not close; a thread also on a CPU 70 % of the time would close it
+        assert guard.busy() > 0.99 and not guard.overloaded() and guard.share == 1.0
+        busy_guard = EventLoopAdmission(
+            0.9,
+            interval_s=0.01,
+            window=5,
+            clock=lambda: wall["t"],
+            runnable_clock=lambda: wall["t"],
+            cpu_clock=lambda: 0.7 * wall["t"],
+        )
+        busy_guard.start()
+        for _ in range(20):
+            wall["t"] += 0.01
+            busy_guard._tick()
+        assert busy_guard.overloaded() and busy_guard.share < 0.1
+        busy_guard.stop()
+    finally:
+        guard.stop()
