@@ -29,8 +29,9 @@ class ServeSettings(BaseSettings):
         gt=0,
         le=1,
         description=(
-            "Overload guard: share of wall time the event loop's thread may spend on the CPU (over 100 ms) "
-            "before the in-flight cap of /recommend and /feedback (max_concurrency) shrinks, down to 8; "
+            "Overload guard: share of wall time (over 100 ms) the event loop's thread may be runnable (on a "
+            "CPU or waiting for one; overload also needs >= 0.6 on a CPU) before the in-flight cap of "
+            "/recommend and /feedback (max_concurrency) shrinks, down to 8; "
             "null = off (max_concurrency alone)."
         ),
     )
