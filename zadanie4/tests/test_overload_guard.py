@@ -10,6 +10,7 @@ import pytest
 from zadanie4.request_limits import EventLoopAdmission
 
 pytestmark = pytest.mark.anyio
+ONE_CLIENT = {"client": ("127.0.0.1", 40_000)}
 
 
 async def _busy_for(seconds: float) -> None:
@@ -99,19 +100,19 @@ async def test_the_in_flight_cap_shrinks_with_the_share_but_a_few_are_always_adm
     try:
         guard._share = 0.5
         middleware.in_flight = 31
-        assert middleware._admitted()
+        assert middleware._admitted(ONE_CLIENT)
         middleware.in_flight = 32
-        assert not middleware._admitted()
+        assert not middleware._admitted(ONE_CLIENT)
         guard._share = 0.02  # the floor: 64 x 0.02 < 8, so 8 in flight stay admitted (closed-loop clients)
         middleware.in_flight = 7
-        assert middleware._admitted()
+        assert middleware._admitted(ONE_CLIENT)
         middleware.in_flight = 8
-        assert not middleware._admitted()
+        assert not middleware._admitted(ONE_CLIENT)
     finally:
         guard.stop()
 
 
-async def test_while_closing_the_cap_also_bounds_requests_started_in_one_interval() -> None:
+async def test_while_closing_the_cap_also_bounds_the_connections_starting_requests_per_interval() -> None:
     from zadanie4.request_limits import RequestLimitsMiddleware
 
     async def app(scope, receive, send):  # pragma: no cover - never called
@@ -123,14 +124,16 @@ async def test_while_closing_the_cap_also_bounds_requests_started_in_one_interva
     try:
         # Given a closing guard (cap 8) and answers that finish at once (nothing stays in flight)
         guard._share = 0.02
-        admitted = [middleware._admitted() for _ in range(20)]  # well within one 10 ms interval
-        # then at most 8 start within one interval, and the next interval admits again
-        assert admitted == [True] * 8 + [False] * 12
-        time.sleep(0.011)
-        assert middleware._admitted()
+        # when 20 connections each start a request within one 10 ms interval
+        flood = [middleware._admitted({"client": ("127.0.0.1", 40_000 + i)}) for i in range(20)]
+        # then 8 connections get in, and a connection already in keeps going (a closed-loop client)
+        assert flood == [True] * 8 + [False] * 12
+        assert all(middleware._admitted({"client": ("127.0.0.1", 40_000)}) for _ in range(50))
+        time.sleep(0.011)  # the next interval admits new connections again
+        assert middleware._admitted({"client": ("127.0.0.1", 40_019)})
         # and an open guard bounds concurrency only
         guard._share = 1.0
-        assert all(middleware._admitted() for _ in range(100))
+        assert all(middleware._admitted({"client": ("127.0.0.1", 50_000 + i)}) for i in range(100))
     finally:
         guard.stop()
 
