@@ -9,8 +9,7 @@ from zadanie4.reliability.scenarios_faults import degraded_after, recovery_secon
 def _answers(pattern: str, start: float = 100.0, step: float = 0.1) -> list[Sample]:
     """One answer per ``step`` s: ``n`` normal, ``d`` degraded, ``x`` 503."""
     return [
-        Sample(i, start + i * step, 503 if c == "x" else 200, 5.0, degraded=(c == "d"))
-        for i, c in enumerate(pattern)
+        Sample(i, start + i * step, 503 if c == "x" else 200, 5.0, degraded=(c == "d")) for i, c in enumerate(pattern)
     ]
 
 
