@@ -90,9 +90,13 @@ def summarize(raw: Mapping[str, Any]) -> dict[str, Any]:
                     "source": "pip-audit",
                 }
             )
-    audited = len(dependencies) - len(skipped)
-    # "clean" only when every package was checked: a package PyPI does not know (e.g. a version installed
-    # from a local wheel index) is skipped by pip-audit, which then still prints "No known vulnerabilities".
+    return _audit_summary(len(dependencies) - len(skipped), vulnerabilities, skipped)
+
+
+def _audit_summary(audited: int, vulnerabilities: list[dict[str, Any]], skipped: list[str]) -> dict[str, Any]:
+    """Status and counts of an audit. "clean" only when every package was checked: a package PyPI does
+    not know (e.g. a version installed from a local wheel index) is skipped by pip-audit, which then still
+    prints "No known vulnerabilities"."""
     status = "vulnerable" if vulnerabilities else "clean" if not skipped else "incomplete" if audited else "unaudited"
     return {
         "status": status,
@@ -169,15 +173,9 @@ def check_skipped_against_latest(
             not_latest.append(f"{name} {version} (latest {project.get('info', {}).get('version')})")
     done = set(checked)
     skipped = [reason for reason in summary["skipped"] if reason.split(":", 1)[0] not in done]
-    audited = summary["packages_audited"] + len(checked)
-    status = "vulnerable" if vulnerabilities else "clean" if not skipped else "incomplete" if audited else "unaudited"
     return {
         **summary,
-        "status": status,
-        "packages_audited": audited,
-        "vulnerable_packages": sorted({v["package"] for v in vulnerabilities}),
-        "vulnerabilities": vulnerabilities,
-        "skipped": skipped,
+        **_audit_summary(summary["packages_audited"] + len(checked), vulnerabilities, skipped),
         "latest_release_check": {
             "checked": len(checked),
             "not_latest": not_latest,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from zadanie4.request_limits import EventLoopAdmission
+from zadanie4.request_limits import EventLoopAdmission, RequestLimitsMiddleware
 
 pytestmark = pytest.mark.anyio
 ONE_CLIENT = {"client": ("127.0.0.1", 40_000)}
@@ -88,14 +88,18 @@ async def test_one_long_busy_iteration_counts_for_every_interval_it_spanned() ->
         guard.stop()
 
 
-async def test_the_in_flight_cap_shrinks_with_the_share_but_a_few_are_always_admitted() -> None:
-    from zadanie4.request_limits import RequestLimitsMiddleware
+def _middleware_with_guard() -> tuple[EventLoopAdmission, RequestLimitsMiddleware]:
+    """A middleware (in-flight cap 64) steered by a guard whose share the test sets by hand."""
 
     async def app(scope, receive, send):  # pragma: no cover - never called
         raise AssertionError
 
     guard = EventLoopAdmission(0.9)
-    middleware = RequestLimitsMiddleware(app, max_body_bytes=1, max_in_flight=64, metrics=None, admission=guard)
+    return guard, RequestLimitsMiddleware(app, max_body_bytes=1, max_in_flight=64, metrics=None, admission=guard)
+
+
+async def test_the_in_flight_cap_shrinks_with_the_share_but_a_few_are_always_admitted() -> None:
+    guard, middleware = _middleware_with_guard()
     guard.start()
     try:
         guard._share = 0.5
@@ -113,13 +117,7 @@ async def test_the_in_flight_cap_shrinks_with_the_share_but_a_few_are_always_adm
 
 
 async def test_while_closing_the_cap_also_bounds_the_connections_starting_requests_per_interval() -> None:
-    from zadanie4.request_limits import RequestLimitsMiddleware
-
-    async def app(scope, receive, send):  # pragma: no cover - never called
-        raise AssertionError
-
-    guard = EventLoopAdmission(0.9)
-    middleware = RequestLimitsMiddleware(app, max_body_bytes=1, max_in_flight=64, metrics=None, admission=guard)
+    guard, middleware = _middleware_with_guard()
     guard.start()
     try:
         # Given a closing guard (cap 8) and answers that finish at once (nothing stays in flight)
