@@ -61,26 +61,34 @@ def endpoint_of(path: str) -> str | None:
     return None
 
 
-def runnable_time_clock() -> Callable[[], float]:
-    """Seconds the calling thread has been running or waiting in the run queue for a CPU (Linux
-    ``/proc/thread-self/schedstat``; ``time.thread_time`` elsewhere). Open it on the thread to measure.
+class RunnableTimeClock:
+    """Seconds the opening thread has been running or waiting in the run queue for a CPU (Linux
+    ``/proc/thread-self/schedstat``; ``time.thread_time`` elsewhere). Open it on the thread to measure
+    (the file stays bound to that thread); ``close()`` releases the file.
 
     CPU time alone under-reads a saturated loop on shared cores: with the load generator, Redis and
     the service on 2 cores, the loop thread got ~80 % of a core and never reached a 0.9 CPU share while
     its backlog grew by ~1,000 requests a second. Time spent waiting for a CPU is demand as well.
     """
-    try:
-        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-        run_ns, wait_ns = os.pread(fd, 128, 0).split()[:2]
-        int(run_ns), int(wait_ns)
-    except (OSError, ValueError):
-        return time.thread_time
 
-    def runnable_s() -> float:
-        run, wait = os.pread(fd, 128, 0).split()[:2]
-        return (int(run) + int(wait)) / 1e9
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        try:
+            self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            self()
+        except (OSError, ValueError):
+            self.close()
 
-    return runnable_s
+    def __call__(self) -> float:
+        if self._fd is None:
+            return time.thread_time()
+        run_ns, wait_ns = os.pread(self._fd, 128, 0).split()[:2]
+        return (int(run_ns) + int(wait_ns)) / 1e9
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class EventLoopAdmission:
@@ -90,7 +98,7 @@ class EventLoopAdmission:
     clients' connection pools, in socket buffers and in the kernel's accept queue, while the loop runs
     short iterations and an in-flight counter stays low. What does show is the loop's thread never
     idle. Every ``interval_s`` the guard reads the thread's runnable time (on a CPU or waiting for one,
-    :func:`runnable_time_clock`) and its CPU time over the last ``window`` ticks. The loop is overloaded
+    :class:`RunnableTimeClock`) and its CPU time over the last ``window`` ticks. The loop is overloaded
     when it was runnable for at least ``max_busy`` of the wall time AND on a CPU for at least
     ``min_cpu_share`` of it: CPU time alone under-reads a saturated loop on shared cores (0.7-0.85 seen
     while its backlog grew), runnable time alone also counts a lightly loaded thread that other
@@ -128,6 +136,7 @@ class EventLoopAdmission:
         self._marks: deque[tuple[float, float, float]] = deque(maxlen=window + 1)  # (wall, runnable, cpu)
         self._window_s = window * interval_s
         self._handle: asyncio.TimerHandle | None = None
+        self._own_clock: RunnableTimeClock | None = None  # opened by start() when none was given
 
     @property
     def share(self) -> float:
@@ -138,7 +147,8 @@ class EventLoopAdmission:
         """Start ticking on the running loop (call it on the loop's thread: the clocks measure that thread)."""
         if self._handle is None:
             if self._given_runnable_clock is None:
-                self._runnable_clock = runnable_time_clock()
+                self._own_clock = RunnableTimeClock()
+                self._runnable_clock = self._own_clock
             self._marks.clear()
             self._marks.append(self._mark())
             self._schedule()
@@ -146,6 +156,9 @@ class EventLoopAdmission:
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
+        if self._own_clock is not None:
+            self._own_clock.close()
+            self._own_clock = None
         self._handle, self._share = None, 1.0
 
     def busy(self) -> float:

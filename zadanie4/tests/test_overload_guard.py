@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -137,9 +138,10 @@ async def test_while_closing_the_cap_also_bounds_the_connections_starting_reques
 
 
 def test_runnable_time_counts_a_busy_thread_and_not_a_sleeping_one() -> None:
-    from zadanie4.request_limits import runnable_time_clock
+    from zadanie4.request_limits import RunnableTimeClock
 
-    clock = runnable_time_clock()
+    open_files = len(os.listdir("/proc/self/fd"))
+    clock = RunnableTimeClock()
     start = clock()
     time.sleep(0.05)
     slept = clock() - start
@@ -147,8 +149,10 @@ def test_runnable_time_counts_a_busy_thread_and_not_a_sleeping_one() -> None:
     while time.monotonic() < end:
         pass
     busy = clock() - start - slept
+    clock.close()
     assert slept < 0.01
     assert busy >= 0.045  # on a CPU or waiting for one: the whole 50 ms
+    assert len(os.listdir("/proc/self/fd")) == open_files  # close() released the schedstat file
 
 
 async def test_a_runnable_but_mostly_idle_thread_is_not_overload() -> None:
