@@ -142,6 +142,24 @@ def own_rss_mb() -> float:
     return 0.0
 
 
+def tcp_retransmission_timeouts() -> int | None:
+    """The machine's count of TCP retransmission timeouts (``TCPTimeouts`` in /proc/net/netstat); None off Linux.
+
+    A refused 10 MB upload that takes ~200 ms instead of ~10 ms is a segment lost on loopback (the kernel
+    drops what a full receive buffer cannot take) and sent again after the 200 ms minimum timeout: the
+    counter's growth over a probe tells such an outlier from a slow service.
+    """
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            counters = dict(zip(names.split(), values.split(), strict=False))
+            return int(counters["TCPTimeouts"]) if "TCPTimeouts" in counters else None
+    return None
+
+
 def request_counts(url: str) -> Counter[str]:
     """``recsys_requests_total`` of the service summed over endpoints: status code (text) -> count."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -419,6 +437,7 @@ def probe_input_limits(
             _send_bad(client, case, admin_token)
         normal_before = _normal_requests(client, users, 50)
         rss_before = rss_mb()
+        timeouts_before = tcp_retransmission_timeouts()
         per_case: dict[str, dict[str, Any]] = {}
         answers: list[tuple[int, float]] = []
         for case in cases:
@@ -432,6 +451,7 @@ def probe_input_limits(
                 "body_bytes": len(case.body or b""),
             }
         rss_after = rss_mb()
+        timeouts_after = tcp_retransmission_timeouts()
         normal_after = _normal_requests(client, users, 50)
     wrong = {name: c["statuses"] for name, c in per_case.items() if set(c["statuses"]) != {str(c["expected"])}}
     slow = {name: round(c["max_ms"], 1) for name, c in per_case.items() if c["max_ms"] > LIMIT_BUDGET_MS}
@@ -461,6 +481,9 @@ def probe_input_limits(
             "rss_before_mb": rss_before,
             "rss_after_mb": rss_after,
             "rss_growth_mb": growth,
+            "tcp_retransmission_timeouts": None
+            if timeouts_before is None or timeouts_after is None
+            else timeouts_after - timeouts_before,
             "wrong_status": wrong,
             "over_100ms": slow,
             "per_case": per_case,

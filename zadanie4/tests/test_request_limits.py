@@ -1,12 +1,17 @@
-"""Refused requests: the body is read to its end before the answer, so the client sees the answer at once
-and the connection can stay open; bodies too large or too slow to drain close the connection instead."""
+"""Refused requests never close the connection under a client still sending: a declared body is left to
+the server, which drops it after the answer; a streamed body is read to its end before the answer; bodies
+too large or too slow to drain, and bodies the client holds back for ``100-continue``, close it instead."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
 from typing import Any
 
 import pytest
+import uvicorn
 
 from zadanie4 import request_limits
 from zadanie4.request_limits import RequestLimitsMiddleware
@@ -48,8 +53,12 @@ async def _never_called(scope: Any, receive: Any, send: Any) -> None:
     raise AssertionError("the app must not see a refused request")
 
 
-def _scope(path: str, *, content_length: int | None = None, token: str | None = None) -> dict[str, Any]:
+def _scope(
+    path: str, *, content_length: int | None = None, token: str | None = None, expect_continue: bool = False
+) -> dict[str, Any]:
     headers = [(b"content-type", b"application/json")]
+    if expect_continue:
+        headers.append((b"expect", b"100-continue"))
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
     if token is not None:
@@ -64,16 +73,24 @@ async def _call(scope: dict[str, Any], client: Client) -> None:
     await app(scope, client.receive, client.send)
 
 
-async def test_declared_oversized_body_is_drained_then_413_on_an_open_connection() -> None:
+async def test_declared_oversized_body_is_answered_413_at_once_on_an_open_connection() -> None:
     # given a 10 x 64 KiB body declared by Content-Length
     chunks = [b"x" * 65536] * 10
     client = Client(chunks)
     # when it is posted to /recommend
     await _call(_scope("/recommend", content_length=len(chunks) * 65536), client)
-    # then every chunk was read before the 413, which keeps the connection
+    # then 413 before any chunk is read, on a connection kept open (the server drops the declared rest)
     assert client.status == 413
-    assert client.read == 10
+    assert client.read == 0
     assert not client.closes
+
+
+async def test_a_client_waiting_for_100_continue_gets_413_and_a_closed_connection() -> None:
+    client = Client([b"x" * 65536] * 10)
+    await _call(_scope("/recommend", content_length=10 * 65536, expect_continue=True), client)
+    assert client.status == 413
+    assert client.read == 0  # asking for the body would send "100 Continue"
+    assert client.closes  # the body was never sent: the connection's next bytes are unknown
 
 
 async def test_streamed_oversized_body_is_drained_then_413() -> None:
@@ -84,7 +101,7 @@ async def test_streamed_oversized_body_is_drained_then_413() -> None:
     assert not client.closes
 
 
-async def test_admin_without_token_drains_the_body_before_401() -> None:
+async def test_admin_without_token_drains_a_streamed_body_before_401() -> None:
     client = Client([b"x" * 1000] * 5)
     await _call(_scope("/admin/products", token="wrong"), client)
     assert client.status == 401
@@ -117,3 +134,52 @@ async def test_slow_sender_is_not_waited_for_past_the_drain_deadline(monkeypatch
     assert client.status == 413
     assert client.read < 100
     assert client.closes
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One response's head and JSON/`ok` body (both carry Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(v for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n")) if k.lower() == b"content-length")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_a_real_server_drops_the_refused_declared_body_and_serves_the_next_request(parser: str) -> None:
+    # given uvicorn serving the middleware (limit 4 KiB) on a loopback port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = RequestLimitsMiddleware(_ok, max_body_bytes=LIMIT, max_in_flight=64, metrics=None)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=parser, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            # when a 2 MB declared body is posted, then a second request follows on the same connection
+            body = b"x" * 2_000_000
+            sock.sendall(b"POST /recommend HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            first = _read_response(sock)
+            sock.sendall(b"GET /recommend?user_id=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            second = _read_response(sock)
+        # then the first is 413 without closing, and the connection carries the next answer
+        assert first.startswith(b"HTTP/1.1 413")
+        assert b"connection: close" not in first.lower()
+        assert second.startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(10)
