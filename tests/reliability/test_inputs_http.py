@@ -70,6 +70,10 @@ def test_hostile_inputs_get_413_or_422_and_leave_the_service_serving(inputs_serv
     # and the machine's TCP retransmission timeouts over the probe are counted (Linux), to explain outliers
     assert isinstance(result.details["tcp_retransmission_timeouts"], int)
     assert result.details["tcp_retransmission_timeouts"] >= 0
+    # and the slowest 10 MB refusal's time is split into sending it and waiting for the answer after
+    slowest = result.details["per_case"]["body_10mb_declared"]
+    assert slowest["slowest_send_ms"] > 0 and slowest["slowest_wait_ms"] >= 0
+    assert slowest["slowest_send_ms"] + slowest["slowest_wait_ms"] <= slowest["max_ms"]
 
 
 def test_a_body_of_80000_unknown_keys_gets_one_short_error(inputs_service):

@@ -394,19 +394,42 @@ def _chunks(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
         yield body[start : start + size]
 
 
-def _send_bad(client: httpx.Client, case: BadInput, admin_token: str | None) -> tuple[int, float]:
-    """(status, latency ms) of one bad request; status 0 when the connection failed."""
+@dataclass(frozen=True)
+class BadAnswer:
+    """One bad request's status (0: the connection failed), latency and where the time went: sending the
+    request (headers and body) and waiting for the answer's headers after it was sent (httpcore's trace)."""
+
+    status: int
+    ms: float
+    send_ms: float | None = None
+    wait_ms: float | None = None
+
+
+def _send_bad(client: httpx.Client, case: BadInput, admin_token: str | None) -> BadAnswer:
     headers = dict(JSON_HEADERS) if case.body is not None else {}
     if case.admin and admin_token:
         headers["Authorization"] = f"Bearer {admin_token}"
     content: bytes | Iterator[bytes] | None = _chunks(case.body) if case.chunked and case.body else case.body
+    marks: dict[str, float] = {}
+
+    def trace(event: str, info: Mapping[str, Any]) -> None:  # "http11.send_request_body.complete", ...
+        marks[event.partition(".")[2]] = time.perf_counter()
+
     started = time.perf_counter()
     try:
-        response = client.request(case.method, case.path, content=content, headers=headers)
+        response = client.request(case.method, case.path, content=content, headers=headers, extensions={"trace": trace})
         status = response.status_code
     except httpx.HTTPError:
         status = NO_ANSWER
-    return status, (time.perf_counter() - started) * 1000
+    ms = (time.perf_counter() - started) * 1000
+    sent = marks.get("send_request_body.complete") or marks.get("send_request_headers.complete")
+    answered = marks.get("receive_response_headers.complete")
+    return BadAnswer(
+        status,
+        ms,
+        send_ms=None if sent is None else (sent - started) * 1000,
+        wait_ms=None if sent is None or answered is None else (answered - sent) * 1000,
+    )
 
 
 def _normal_requests(client: httpx.Client, users: Sequence[int], n: int) -> list[tuple[int, float]]:
@@ -442,12 +465,15 @@ def probe_input_limits(
         answers: list[tuple[int, float]] = []
         for case in cases:
             results = [_send_bad(client, case, admin_token) for _ in range(repeats)]
-            answers += results
-            latencies = [ms for _, ms in results]
+            answers += [(r.status, r.ms) for r in results]
+            slowest = max(results, key=lambda r: r.ms)
             per_case[case.name] = {
                 "expected": case.expected,
-                "statuses": dict(Counter(str(s) for s, _ in results)),
-                "max_ms": max(latencies),
+                "statuses": dict(Counter(str(r.status) for r in results)),
+                "max_ms": slowest.ms,
+                # the slowest one's split: a slow send is the transport, a slow wait is the service
+                "slowest_send_ms": slowest.send_ms,
+                "slowest_wait_ms": slowest.wait_ms,
                 "body_bytes": len(case.body or b""),
             }
         rss_after = rss_mb()
