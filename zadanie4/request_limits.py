@@ -131,7 +131,6 @@ class EventLoopAdmission:
         self.floor = floor
         self._clock = clock
         self._given_runnable_clock = runnable_clock
-        self._runnable_clock: Callable[[], float] = runnable_clock or cpu_clock
         self._cpu_clock = cpu_clock
         self._share = 1.0
         self._marks: deque[tuple[float, float, float]] = deque(maxlen=window + 1)  # (wall, runnable, cpu)
@@ -149,7 +148,6 @@ class EventLoopAdmission:
         if self._handle is None:
             if self._given_runnable_clock is None:
                 self._own_clock = RunnableTimeClock()
-                self._runnable_clock = self._own_clock
             self._marks.clear()
             self._marks.append(self._mark())
             self._schedule()
@@ -172,7 +170,8 @@ class EventLoopAdmission:
         return runnable >= self.max_busy and cpu >= self.min_cpu_share
 
     def _mark(self) -> tuple[float, float, float]:
-        return self._clock(), self._runnable_clock(), self._cpu_clock()
+        runnable_clock = self._given_runnable_clock or self._own_clock or self._cpu_clock
+        return self._clock(), runnable_clock(), self._cpu_clock()
 
     def _shares(self) -> tuple[float, float]:
         """(runnable, cpu) shares of the wall time over the window."""

@@ -448,10 +448,13 @@ class ServiceProcess:
 class InProcessService:
     """An ASGI app served by uvicorn on 127.0.0.1:<free port> in a daemon thread (fast test variants)."""
 
-    def __init__(self, app: Any, *, port: int | None = None, ready_path: str = "/health/ready") -> None:
+    def __init__(
+        self, app: Any, *, port: int | None = None, ready_path: str = "/health/ready", http: str = "auto"
+    ) -> None:
         self.app = app
         self.port = port or free_port()
         self.ready_path = ready_path
+        self.http = http  # uvicorn's HTTP parser: "auto", "httptools" or "h11"
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -462,7 +465,9 @@ class InProcessService:
     def start(self, timeout_s: float = 30.0) -> InProcessService:
         import uvicorn
 
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, http=self.http, log_level="warning", access_log=False
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="in-process-service", daemon=True)
         self._thread.start()

@@ -462,10 +462,10 @@ def probe_input_limits(
         rss_before = rss_mb()
         timeouts_before = tcp_retransmission_timeouts()
         per_case: dict[str, dict[str, Any]] = {}
-        answers: list[tuple[int, float]] = []
+        answers: list[BadAnswer] = []
         for case in cases:
             results = [_send_bad(client, case, admin_token) for _ in range(repeats)]
-            answers += [(r.status, r.ms) for r in results]
+            answers += results
             slowest = max(results, key=lambda r: r.ms)
             per_case[case.name] = {
                 "expected": case.expected,
@@ -488,7 +488,7 @@ def probe_input_limits(
         "rss_growth_below_50mb": growth < RSS_BUDGET_MB,
         "still_serving": all(s == 200 for s, _ in normal_after),
     }
-    counts = Counter(str(s) for s, _ in answers)
+    counts = Counter(str(a.status) for a in answers)
     return ScenarioResult(
         name=INPUT_LIMITS,
         passed=all(checks.values()),
@@ -497,13 +497,13 @@ def probe_input_limits(
         non_2xx={**dict(counts), **non_2xx_pairs(normal_before + normal_after)},
         p99_ms={
             "before": _p99([ms for _, ms in normal_before]),
-            "during": _p99([ms for _, ms in answers]),
+            "during": _p99([a.ms for a in answers]),
             "after": _p99([ms for _, ms in normal_after]),
         },
         details={
             "cases": len(cases),
             "repeats": repeats,
-            "max_answer_ms": max(ms for _, ms in answers),
+            "max_answer_ms": max(a.ms for a in answers),
             "rss_before_mb": rss_before,
             "rss_after_mb": rss_after,
             "rss_growth_mb": growth,

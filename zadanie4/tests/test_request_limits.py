@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 from typing import Any
 
 import pytest
-import uvicorn
 
 from zadanie4 import request_limits
+from zadanie4.reliability.harness import InProcessService
 from zadanie4.request_limits import RequestLimitsMiddleware
 
 pytestmark = pytest.mark.anyio
@@ -158,18 +156,9 @@ def _read_response(sock: socket.socket) -> bytes:
 @pytest.mark.parametrize("parser", ["httptools", "h11"])
 def test_a_real_server_drops_the_refused_declared_body_and_serves_the_next_request(parser: str) -> None:
     # given uvicorn serving the middleware (limit 4 KiB) on a loopback port
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     app = RequestLimitsMiddleware(_ok, max_body_bytes=LIMIT, max_in_flight=64, metrics=None)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=parser, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with InProcessService(app, http=parser) as service:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock:
             # when a 2 MB declared body is posted, then a second request follows on the same connection
             body = b"x" * 2_000_000
             sock.sendall(b"POST /recommend HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
@@ -180,6 +169,3 @@ def test_a_real_server_drops_the_refused_declared_body_and_serves_the_next_reque
         assert first.startswith(b"HTTP/1.1 413")
         assert b"connection: close" not in first.lower()
         assert second.startswith(b"HTTP/1.1 200")
-    finally:
-        server.should_exit = True
-        thread.join(10)
