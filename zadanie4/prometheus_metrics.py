@@ -60,7 +60,8 @@ FEEDBACK_EVENT_TYPES: Final = ("impression", "click", "cart", "purchase")
 FEEDBACK_RESULTS: Final = ("stored", "duplicate", "failed")
 
 SHADOW_RESULTS: Final = ("scored", "dropped", "error")
-"""Outcome of a shadow request: scored by the challenger, dropped (queue full), or failed."""
+"""Outcome of a shadow request: scored by the challenger, dropped (queue full, or queued when the shadow
+was turned off), or failed."""
 
 FEATURE_STORE_ERROR_KINDS: Final = ("error", "timeout")
 
@@ -209,7 +210,7 @@ class ServiceMetrics:
         )
         self.shadow_requests = Counter(
             "recsys_shadow_requests",
-            "Shadow requests by outcome: scored, dropped (queue full) or error.",
+            "Shadow requests by outcome: scored, dropped (queue full or shadow turned off) or error.",
             ("result",),
             registry=registry,
         )
@@ -371,7 +372,7 @@ class ServiceMetrics:
         self._shadow_requests["scored"].inc()
 
     def count_shadow_skipped(self, result: str) -> None:
-        """Count a shadow request that was not scored: ``dropped`` (queue full) or ``error``."""
+        """Count a shadow request that was not scored: ``dropped`` (queue full or discarded) or ``error``."""
         if result == "scored":
             raise ValueError("scored shadow requests are counted by observe_shadow()")
         child = _pick(self._shadow_requests, result, (result, SHADOW_RESULTS, "result"))

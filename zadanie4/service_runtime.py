@@ -401,6 +401,8 @@ class ServiceRuntime:
     async def set_shadow_enabled(self, enabled: bool) -> None:
         self.state.set_shadow_enabled(enabled)
         self.metrics.set_shadow_enabled(enabled)
+        if not enabled and self.shadow is not None:
+            self.shadow.discard_queued()
         if enabled and self.state.snapshot.challenger is None and self._dependencies is not None:
             await self.reload_models(challenger_only=True)
 

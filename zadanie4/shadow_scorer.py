@@ -4,7 +4,8 @@ A request served by the champion puts a :class:`ShadowJob` (the inputs it alread
 served product ids) into a bounded queue with ``put_nowait``; a full queue drops the job (counted),
 so the request never waits. One background thread takes jobs, asks the challenger for its list and
 records overlap@k with the served list and the challenger's latency. Any exception of the challenger
-is counted and swallowed. The response never depends on the shadow.
+is counted and swallowed. The response never depends on the shadow. Turning the shadow off drops
+the jobs still queued.
 
 The challenger's work is Python and shares the GIL with the event loop, so the worker starts a job
 only while no request is being served (``busy()`` false), and hands the GIL over before every job:
@@ -87,6 +88,27 @@ class ShadowScorer:
     def queue_size(self) -> int:
         return self._queue.qsize()
 
+    def discard_queued(self) -> int:
+        """Drop the jobs still waiting (counted as dropped); the one being scored finishes.
+
+        Turning the shadow off must stop the challenger's work: a slow challenger's backlog (up to
+        ``max_queue`` jobs) would otherwise go on being scored for minutes after the operator's "off".
+        """
+        discarded = self._drain()
+        for _ in range(discarded):
+            self._metrics.count_shadow_skipped("dropped")
+        self._metrics.set_queue_size("shadow", self._queue.qsize())
+        return discarded
+
+    def _drain(self) -> int:
+        drained = 0
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return drained
+            drained += 1
+
     def _run(self) -> None:
         while True:
             job = self._queue.get()
@@ -126,11 +148,7 @@ class ShadowScorer:
         """Stop the worker after the job it is on (queued jobs are discarded)."""
         if self._thread is None:
             return
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
+        self._drain()
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(_STOP)
         self._thread.join(timeout_s)

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from zadanie4.prometheus_metrics import create_metrics
 from zadanie4.shadow_scorer import ShadowJob, ShadowScorer, overlap_at_k
-from zadanie4.tests.conftest import make_settings, running_service
+from zadanie4.tests.conftest import admin_headers, make_settings, running_service
 from zadanie4.tests.service_fakes import DictModelProvider, LinearRanker, make_dependencies, model
 
 pytestmark = pytest.mark.anyio
@@ -145,3 +145,37 @@ def test_a_failing_challenger_logs_one_traceback_and_counts_every_failure(caplog
     assert _value(text, "recsys_shadow_requests_total", {"result": "error"}) == 20
     failures = [r for r in caplog.records if "shadow scoring failed" in r.getMessage()]
     assert len(failures) == 1 and failures[0].exc_info is not None
+
+
+def test_discarding_drops_the_queued_jobs_and_counts_them():
+    # Given three jobs waiting (worker not started)
+    metrics = create_metrics()
+    scorer = ShadowScorer(lambda job: [1], metrics, max_queue=8)
+    for _ in range(3):
+        scorer.submit(ShadowJob(1, 3, (1, 2, 3), None, None))
+    # When the queue is discarded
+    discarded = scorer.discard_queued()
+    # Then nothing waits any more and the three are counted as dropped
+    assert discarded == 3
+    assert scorer.queue_size == 0
+    assert _value(metrics.render()[0].decode(), "recsys_shadow_requests_total", {"result": "dropped"}) == 3
+    assert scorer.discard_queued() == 0
+
+
+async def test_turning_the_shadow_off_stops_a_slow_challengers_backlog(shop, tmp_path):
+    # Given a 0.5 s challenger with a backlog of shadow jobs
+    settings = make_settings(tmp_path, shadow_enabled=True, shadow_sample_rate=1.0, shadow_queue_size=50)
+    slow = LinearRanker(9, sleep_s=0.5)
+    models = DictModelProvider({"champion": model("1"), "challenger": model("2", ranker=slow)})
+    async with running_service(settings, make_dependencies(shop, models=models)) as svc:
+        for user in shop.users_with_events(3)[:10]:
+            assert (await svc.client.get("/recommend", params={"user_id": user, "k": 5})).status_code == 200
+        assert svc.runtime.shadow.queue_size > 0
+        # When the operator turns the shadow off
+        response = await svc.client.post("/admin/shadow", json={"enabled": False}, headers=admin_headers())
+        assert response.status_code == 200
+        # Then no job waits, and the challenger scores at most the one it was on
+        assert svc.runtime.shadow.queue_size == 0
+        calls_at_off = slow.calls
+        await asyncio.sleep(1.2)
+        assert slow.calls <= calls_at_off + 1
