@@ -5,6 +5,7 @@ Only outcomes are asserted (how many requests, which statuses), never how long a
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from zadanie4.bench.open_loop_load import RequestSpec, run_closed_loop, run_open_loop
+from zadanie4.bench.open_loop_load import RequestSpec, collector_paused, run_closed_loop, run_open_loop
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -94,3 +95,14 @@ def test_invalid_steps_are_refused() -> None:
         run_open_loop([], 10.0, 1.0)
     with pytest.raises(ValueError):
         run_closed_loop([RequestSpec("GET", "http://127.0.0.1:9/")], 0, 1.0)
+
+
+def test_a_nested_collector_pause_keeps_the_outer_one():
+    # Given a scenario paused around a load step that pauses too
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        # then the step's end leaves the collector off for the rest of the scenario
+        assert not gc.isenabled()
+    assert gc.isenabled()

@@ -313,13 +313,16 @@ def collector_paused() -> Iterator[None]:
     A full collection holds the GIL over every live object of the process: with the data and samples
     a load run keeps, it stalled the generator's schedule and every request in flight for 40-100 ms,
     which was then measured as the service's latency (counted as send lag or answer time).
+    Nests: an inner block (a load step inside a paused scenario) leaves the collector as it found it.
     """
+    was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
         yield
     finally:
-        gc.enable()
+        if was_enabled:
+            gc.enable()
 
 
 def _run(coro: Any) -> StepResult:
