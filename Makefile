@@ -7,13 +7,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RECSYS := $(BIN)/recsys
-EVENTS ?= data/events.parquet
+# The demo's own generated shop; your own events go to `make run EVENTS=...` (never overwritten).
+DEMO_EVENTS := data/events.parquet
+EVENTS ?= $(DEMO_EVENTS)
+RUN_OUT ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help venv demo test lint format serve serve-demo mlflow-ui mlflow-server bench loadtest ab reliability up down clean
+.PHONY: help venv demo run test lint format serve serve-demo mlflow-ui mlflow-server bench loadtest ab reliability report up down clean
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -30,13 +33,13 @@ venv: $(STAMP) ## Create/refresh .venv and install the project (fast when nothin
 # "any interaction in the next 5 days", drawn from a noisy click model: the demo ranker reaches ~0.76, so the demo
 # states its own bar instead of forcing the promotion. Every other gate (latency, stability, outputs, champion) applies.
 DEMO_GATE_MIN_ROC_AUC ?= 0.72
-demo: $(STAMP) ## Run the whole pipeline end to end on generated data (SQLite online store, sqlite MLflow)
-	$(RECSYS) data generate --out $(EVENTS)
-	$(RECSYS) data validate $(EVENTS)
-	$(RECSYS) eda --events $(EVENTS) --out artifacts/eda
-	RECSYS_FEATURES_ONLINE_STORE=sqlite $(RECSYS) features refresh --events $(EVENTS)
-	$(RECSYS) train --events $(EVENTS) --out artifacts/train --feature-source feast
-	$(RECSYS) evaluate --events $(EVENTS) --out artifacts/evaluate
+demo: $(STAMP) ## Run the whole pipeline end to end on a generated shop in data/ (SQLite online store, sqlite MLflow)
+	$(RECSYS) data generate --out $(DEMO_EVENTS)
+	$(RECSYS) data validate $(DEMO_EVENTS)
+	$(RECSYS) eda --events $(DEMO_EVENTS) --out artifacts/eda
+	RECSYS_FEATURES_ONLINE_STORE=sqlite $(RECSYS) features refresh --events $(DEMO_EVENTS)
+	$(RECSYS) train --events $(DEMO_EVENTS) --out artifacts/train --feature-source feast
+	$(RECSYS) evaluate --events $(DEMO_EVENTS) --out artifacts/evaluate
 	$(RECSYS) registry register
 	RECSYS_REGISTRY_GATE_MIN_ROC_AUC=$(DEMO_GATE_MIN_ROC_AUC) $(RECSYS) registry validate challenger
 	$(RECSYS) registry promote challenger
@@ -44,6 +47,10 @@ demo: $(STAMP) ## Run the whole pipeline end to end on generated data (SQLite on
 	$(RECSYS) serve-demo
 	@echo "Done. Reports: artifacts/eda/report.md, artifacts/train/report.md, artifacts/evaluate/report.md;"
 	@echo "serve with 'make serve', MLflow UI with 'make mlflow-ui'."
+
+run: $(STAMP) ## Run the whole pipeline on your own events: make run EVENTS=path/to/events.csv [RUN_OUT=runs/name]
+	@if [ "$(EVENTS)" = "$(DEMO_EVENTS)" ]; then echo "usage: make run EVENTS=path/to/your/events.csv (a file, a directory or a glob)"; exit 2; fi
+	$(RECSYS) run --events '$(EVENTS)' $(if $(RUN_OUT),--out $(RUN_OUT))
 
 test: $(STAMP) ## Run the whole test suite
 	$(BIN)/python -m pytest
@@ -70,20 +77,23 @@ mlflow-server: $(STAMP) ## Production MLflow server (PostgreSQL backend, MLFLOW_
 	$(RECSYS) registry server
 
 bench: $(STAMP) ## Serving benchmark: health vs /recommend vs Feast's feature server on Redis -> artifacts/bench/
-	$(BIN)/python -m zadanie4.bench.serving_benchmark
+	$(BIN)/python -m zadanie4.evaluation.bench.serving_benchmark
 
 LOADTEST_HOST ?=
 LOADTEST_USERS ?= 50
 LOADTEST_TIME ?= 60s
 loadtest: $(STAMP) ## Locust load test (starts a service unless LOADTEST_HOST is set) -> artifacts/load_test_results/
-	$(BIN)/python -m zadanie4.bench.loadtest_runner $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) --users $(LOADTEST_USERS) --run-time $(LOADTEST_TIME)
+	$(BIN)/python -m zadanie4.evaluation.bench.loadtest_runner $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) --users $(LOADTEST_USERS) --run-time $(LOADTEST_TIME)
 
 ab: $(STAMP) ## Simulated A/B test over HTTP (popularity vs champion), also without exploration -> artifacts/ab/
 	$(RECSYS) simulate-ab --no-exploration --out artifacts/ab/no_exploration
 	$(RECSYS) simulate-ab --out artifacts/ab --compare-with artifacts/ab/no_exploration
 
 reliability: $(STAMP) ## Fault injection, fuzzing, durability and auth scenarios -> artifacts/reliability/
-	$(BIN)/python -m zadanie4.reliability
+	$(BIN)/python -m zadanie4.evaluation.reliability
+
+report: $(STAMP) ## Regenerate docs/RESULTS.md from the JSON reports under artifacts/
+	$(BIN)/python -m zadanie4.evaluation.results_report --readme README.md
 
 up: ## Build and start the whole system with Docker Compose (needs Docker and .env, see .env.example)
 	docker compose up -d --build

@@ -16,7 +16,8 @@ import typer
 from shared.console import console, step
 from shared.errors import UserInputError
 
-PART_CLI_MODULES = ("zadanie1.cli", "zadanie2.cli", "zadanie3.cli", "zadanie4.cli", "zadanie4.ab_cli")
+PART_CLI_MODULES = ("zadanie1.cli", "zadanie2.cli", "zadanie3.cli", "zadanie4.cli", "zadanie4.evaluation.cli")
+"""Mounted when installed: the service image ships without zadanie4.evaluation (the measuring tools)."""
 
 data_app = typer.Typer(help="Event data: generate the synthetic shop, validate a file.", no_args_is_help=True)
 
@@ -33,11 +34,16 @@ def generate_command(
     ),
 ) -> None:
     """Generate a synthetic event log and its ground-truth click model."""
-    from shared.data_generator import GeneratorConfig, generate, write_events
+    from shared.data_generator import GeneratorConfig, generate, is_generated_file, mark_generated_file, write_events
     from shared.settings import load_shared_settings
 
     settings = load_shared_settings()
     out = out or settings.default_events_path
+    if out.exists() and not is_generated_file(out):
+        raise UserInputError(
+            f"{out} exists and was not written by `recsys data generate`: refusing to overwrite it. "
+            "For your own events use `recsys run --events PATH`; to generate, choose another --out."
+        )
     # Beside the events file, so generating another shop elsewhere never replaces the demo's ground truth.
     ground_truth = ground_truth or out.parent / settings.ground_truth_dir.name
     try:
@@ -48,6 +54,7 @@ def generate_command(
         data = generate(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_events(data.events, out)
+    mark_generated_file(out, {"users": users, "products": products, "days": days, "seed": seed})
     data.ground_truth.save(ground_truth)
     console.print(f"wrote {len(data.events):,} events to {out} and the ground truth to {ground_truth}")
 
@@ -98,6 +105,26 @@ def features_summary_command(
             console.print(f"  {column}: mean {values.mean():.3f}, min {values.min():.3f}, max {values.max():.3f}")
 
 
+def run_command(
+    events: str = typer.Option(..., help="Your event log: a CSV, CSV.gz or Parquet file, a directory or a glob."),
+    out: Path | None = typer.Option(None, help="Output folder; default runs/<name of the events>."),
+    drop_unknown_event_types: bool = typer.Option(False, help="Drop rows with unknown event types (counted)."),
+) -> None:
+    """Run the whole pipeline on your own events: validate, EDA, features, train, evaluate, register, gate,
+    promote. Your files are only read; everything goes under --out."""
+    from shared.pipeline_run import run_pipeline
+
+    name = Path(events.rstrip("/")).name.split(".")[0].strip("*?[]") or "events"
+    run_pipeline(events, out or Path("runs") / name, drop_unknown_event_types=drop_unknown_event_types)
+
+
+def _installed(module_name: str) -> bool:
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def build_app() -> typer.Typer:
     """The root ``recsys`` app with the data commands and every installed part's commands."""
     app = typer.Typer(
@@ -108,8 +135,9 @@ def build_app() -> typer.Typer:
         add_completion=False,
     )
     app.add_typer(data_app, name="data")
+    app.command("run")(run_command)
     for module_name in PART_CLI_MODULES:
-        if importlib.util.find_spec(module_name) is not None:
+        if _installed(module_name):
             importlib.import_module(module_name).register(app)
     return app
 

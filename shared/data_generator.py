@@ -64,7 +64,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -1189,3 +1189,29 @@ __all__: Sequence[str] = (
     "position_bias",
     "write_events",
 )
+
+
+def generated_marker(path: str | Path) -> Path:
+    """The file beside a generated events file that says the generator wrote it (``<name>.generated.json``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".generated.json")
+
+
+def mark_generated_file(path: str | Path, config: Mapping[str, object]) -> Path:
+    """Record that ``path`` was just written by the generator: its size and modification time, so a file
+    copied over it later (a user's own log) is not taken for generated."""
+    stat = Path(path).stat()
+    marker = generated_marker(path)
+    marker.write_text(json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "config": dict(config)}))
+    return marker
+
+
+def is_generated_file(path: str | Path) -> bool:
+    """True when ``path`` is exactly the file the generator last wrote there (safe to overwrite)."""
+    marker = generated_marker(path)
+    try:
+        recorded = json.loads(marker.read_text())
+        stat = Path(path).stat()
+    except (OSError, ValueError):
+        return False
+    return bool(recorded.get("size") == stat.st_size and recorded.get("mtime_ns") == stat.st_mtime_ns)

@@ -4,7 +4,10 @@ Every later stage trusts the frame returned here, so all checks live in one plac
 required columns, parsable UTC timestamps, a known event-type vocabulary and integer ids.
 Bad input raises :class:`EventDataError` with the file, the column and up to five offending
 rows; recoverable problems (null ids, exact duplicates, optionally unknown event types) are
-dropped and counted in a :class:`ValidationSummary`.
+dropped and counted in a :class:`ValidationSummary`. What a real export carries and is kept — extra
+columns, event types in mixed case, empty brand / category, missing sessions, zero prices, rows out of
+time order, bot-like users with huge histories — is counted there too (``noted``), so a user sees what
+the pipeline made of their file.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from shared import column_names as col
 from shared.errors import EventDataError
 
 MAX_EXAMPLES = 5
+HEAVY_USER_EVENTS = 10_000
+"""A user with more events than this in one log is reported (kept): in the public REES46 month the
+heaviest users have tens of thousands of views, which is crawler-like, not a shopper."""
 _SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 ID_COLUMNS = (col.PRODUCT_ID, col.USER_ID)
 
@@ -32,14 +38,28 @@ class ValidationSummary:
     rows_read: int = 0
     rows_kept: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    noted: dict[str, int] = field(default_factory=dict)
+    ignored_columns: list[str] = field(default_factory=list)
 
     def drop(self, reason: str, count: int) -> None:
         if count:
             self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
 
+    def note(self, what: str, count: int) -> None:
+        """Count rows (or users) that were kept but that the user should know about."""
+        if count:
+            self.noted[what] = self.noted.get(what, 0) + int(count)
+
     def lines(self) -> list[str]:
-        out = [f"source: {self.source}", f"rows read: {self.rows_read:,}", f"rows kept: {self.rows_kept:,}"]
+        out = [
+            f"source: {self.source}",
+            f"rows read: {self.rows_read:,}",
+            f"rows kept: {self.rows_kept:,}",
+        ]
         out += [f"dropped ({reason}): {count:,}" for reason, count in sorted(self.dropped.items())]
+        out += [f"kept, noted ({what}): {count:,}" for what, count in sorted(self.noted.items())]
+        if self.ignored_columns:
+            out.append(f"columns ignored (not in the schema): {', '.join(self.ignored_columns)}")
         return out
 
     def as_dict(self) -> dict[str, object]:
@@ -48,6 +68,8 @@ class ValidationSummary:
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
             "dropped": dict(self.dropped),
+            "noted": dict(self.noted),
+            "ignored_columns": list(self.ignored_columns),
         }
 
 
@@ -68,6 +90,41 @@ def load_events(path: str | Path, *, drop_unknown_event_types: bool = False) -> 
     return validate_events(raw, source=str(path), drop_unknown_event_types=drop_unknown_event_types)
 
 
+def resolve_event_files(spec: str | Path) -> list[Path]:
+    """The event files a user means: one file, every supported file of a directory, or a glob pattern
+    (the public REES46 dataset ships one CSV per month), sorted by name. Raises when nothing matches."""
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        candidates = sorted(p for p in path.iterdir() if p.is_file())
+        where = f"{path}: no event files in this directory"
+    elif any(ch in text for ch in "*?["):
+        anchor, pattern = (
+            (Path(path.anchor), str(path.relative_to(path.anchor))) if path.is_absolute() else (Path("."), text)
+        )
+        candidates = sorted(p for p in anchor.glob(pattern) if p.is_file())
+        where = f"{text}: no event files match this pattern"
+    else:
+        raise EventDataError(f"{path}: file not found")
+    files = [p for p in candidates if p.name.lower().endswith(_SUPPORTED_SUFFIXES)]
+    if not files:
+        raise EventDataError(f"{where} (expected {', '.join(_SUPPORTED_SUFFIXES)})")
+    return files
+
+
+def load_event_files(spec: str | Path, *, drop_unknown_event_types: bool = False) -> LoadedEvents:
+    """Like :func:`load_events` for a file, a directory or a glob: the files are read, joined and
+    validated as one log (so the summary counts every file's rows)."""
+    files = resolve_event_files(spec)
+    if len(files) == 1:
+        return load_events(files[0], drop_unknown_event_types=drop_unknown_event_types)
+    raw = pd.concat([_read_raw(f) for f in files], ignore_index=True, sort=False)
+    source = f"{spec} ({len(files)} files)"
+    return validate_events(raw, source=source, drop_unknown_event_types=drop_unknown_event_types)
+
+
 def _read_raw(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     try:
@@ -75,7 +132,12 @@ def _read_raw(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         if name.endswith((".csv", ".csv.gz")):
             return pd.read_csv(path, dtype=str, keep_default_na=True, na_values=[""])
-    except (OSError, ValueError, UnicodeDecodeError, EOFError) as exc:  # pyarrow/zlib errors subclass these
+    except (
+        OSError,
+        ValueError,
+        UnicodeDecodeError,
+        EOFError,
+    ) as exc:  # pyarrow/zlib errors subclass these
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EventDataError(f"{path}: cannot read file ({first_line})") from exc
     except Exception as exc:  # pyarrow.ArrowInvalid and friends
@@ -84,7 +146,10 @@ def _read_raw(path: Path) -> pd.DataFrame:
 
 
 def validate_events(
-    raw: pd.DataFrame, *, source: str = "<frame>", drop_unknown_event_types: bool = False
+    raw: pd.DataFrame,
+    *,
+    source: str = "<frame>",
+    drop_unknown_event_types: bool = False,
 ) -> LoadedEvents:
     """Validate an in-memory frame with the event columns; same rules as :func:`load_events`."""
     summary = ValidationSummary(source=source, rows_read=len(raw))
@@ -96,10 +161,16 @@ def validate_events(
         )
     frame = raw.reset_index(drop=True)
     out = pd.DataFrame(index=frame.index)
+    summary.ignored_columns = [str(c) for c in frame.columns if c not in col.ALL_COLUMNS]
 
     out[col.EVENT_TIME] = _parse_timestamps(frame[col.EVENT_TIME], source)
     event_type, unknown_mask = _parse_event_types(frame[col.EVENT_TYPE], source, drop_unknown_event_types)
     out[col.EVENT_TYPE] = event_type
+    as_written = frame[col.EVENT_TYPE].astype("string")
+    summary.note(
+        "event_type case or spaces normalized",
+        int((~unknown_mask & (as_written != event_type.astype("string"))).sum()),
+    )
     for id_column in ID_COLUMNS:
         out[id_column] = _parse_integer_ids(frame[id_column], id_column, source)
 
@@ -128,6 +199,7 @@ def validate_events(
     duplicated = out.duplicated(keep="first")
     summary.drop("exact duplicate", int(duplicated.sum()))
     out = out[~duplicated]
+    _note_kept_quirks(summary, out)
 
     for id_column in ID_COLUMNS:
         out[id_column] = out[id_column].astype("int64")
@@ -135,6 +207,22 @@ def validate_events(
     out = out[list(col.ALL_COLUMNS)]
     summary.rows_kept = len(out)
     return LoadedEvents(events=out, summary=summary)
+
+
+def _note_kept_quirks(summary: ValidationSummary, out: pd.DataFrame) -> None:
+    """Count what is kept as is but worth knowing (see the module docstring)."""
+    times = out[col.EVENT_TIME]
+    summary.note("rows out of time order (sorted)", int((times.diff() < pd.Timedelta(0)).sum()))
+    summary.note("user_session missing", int(out[col.USER_SESSION].isna().sum()))
+    summary.note("brand empty", int(out[col.BRAND].isna().sum()))
+    summary.note("category_code empty", int(out[col.CATEGORY_CODE].isna().sum()))
+    prices = out[col.PRICE]
+    summary.note("price 0", int((prices == 0).sum()))
+    summary.note("price missing", int(np.isnan(prices.to_numpy(dtype="float64")).sum()))
+    per_user = out[col.USER_ID].value_counts()
+    heavy = per_user[per_user > HEAVY_USER_EVENTS]
+    summary.note(f"users with > {HEAVY_USER_EVENTS:,} events (likely bots)", len(heavy))
+    summary.note(f"events of users with > {HEAVY_USER_EVENTS:,} events", int(heavy.sum()))
 
 
 def _examples(values: pd.Series, mask: pd.Series | np.ndarray) -> str:

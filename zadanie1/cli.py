@@ -160,6 +160,7 @@ def evaluate_command(
     """Train before a holdout, recommend with the serving core, compare with popularity and random."""
     from shared.console import console, track
     from shared.errors import UserInputError
+    from shared.run_stamp import run_stamp
     from zadanie1.offline_evaluation import evaluate_offline, render_evaluation_report
     from zadanie1.settings import load_settings
 
@@ -182,7 +183,9 @@ def evaluate_command(
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "offline_eval.json").write_text(json.dumps(result.payload, indent=2))
-    (out / "evaluation_details.json").write_text(json.dumps(result.details, indent=2, default=str))
+    # offline_eval.json keeps its fixed keys; the stamp (commit, time) goes beside it, where make report reads it.
+    details = {**result.details, "run": run_stamp()}
+    (out / "evaluation_details.json").write_text(json.dumps(details, indent=2, default=str))
     (out / "report.md").write_text(render_evaluation_report(result))
     payload = result.payload
     for segment, entry in payload["segments"].items():

@@ -266,6 +266,14 @@ def write_table(table: pd.DataFrame, folder: Path, *, notes: list[str] | None = 
     return csv_path, md_path
 
 
+def comparison_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The table as JSON-ready rows ``{"model": name, <column>: value}``; NaN (not applicable) becomes None."""
+    return [
+        {"model": str(name), **{str(c): None if pd.isna(v) else float(v) for c, v in row.items()}}
+        for name, row in table.iterrows()
+    ]
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A plain GitHub-flavoured Markdown table (no extra dependency)."""
     header = [str(table.index.name or ""), *(str(c) for c in table.columns)]

@@ -7,7 +7,8 @@ Writes into ``out`` (default ``artifacts/train``):
 * ``candidates/``             the CandidateIndex (with popularity lists) built on *all* events,
                                i.e. as of the midnight after the last event — what serving uses;
 * ``training_window.json``    the day-aligned cutoffs (Feast needs snapshots at these times);
-* ``model_comparison.csv/.md`` the seven classifiers + LambdaRank + the popularity baseline;
+* ``model_comparison.csv/.md`` the seven classifiers + LambdaRank + the popularity baseline
+                               (also ``.json``, stamped with the commit, for ``make report``);
 * ``candidate_recall.csv``    recall@N per source and merged on the test window;
 * ``report.md``               the final model choice and why, datasets, labels, sampling, timings;
 * ``timings.json``            seconds per stage.
@@ -29,10 +30,12 @@ import pandas as pd
 from shared import column_names as col
 from shared import feature_definitions as fd
 from shared.console import console, step
+from shared.run_stamp import run_stamp
 from zadanie1.candidate_generation import CandidateIndex, RecallRow, candidate_recall
 from zadanie1.model_comparison import (
     ComparisonRow,
     compare_models,
+    comparison_records,
     comparison_table,
     markdown_table,
     model_specs,
@@ -181,6 +184,13 @@ def run_training(
         recall_frame.to_csv(out / "candidate_recall.csv", index=False, float_format="%.6g")
         notes = _table_notes(rows, settings)
         write_table(table, out, notes=notes)
+        comparison = {
+            "k": k,
+            "final_model": TABLE_NAMES[fitted.chosen],
+            "models": comparison_records(table),
+            "run": run_stamp(),
+        }
+        (out / "model_comparison.json").write_text(json.dumps(comparison, indent=2, allow_nan=False))
 
     timings["total_seconds"] = round(time.perf_counter() - started, 3)
     outcome = TrainingOutcome(

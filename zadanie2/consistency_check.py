@@ -12,7 +12,7 @@ online store was materialized from, plus a few ids that must be absent everywher
 and compares every feature of every entity: offline vs SDK and offline vs service path. Ints
 must be equal, floats within ``tolerance`` (absolute), lists element-wise with equal length,
 "no row" must be "no row" on both sides. Any difference is a mismatch; the result is written to
-``artifacts/features/consistency.json``.
+``artifacts/features/consistency.json`` (stamp and first mismatches in ``consistency_details.json``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shared import feature_definitions as fd
+from shared.run_stamp import run_stamp
 from zadanie2.feature_repo.feature_views import ENTITY_JOIN_KEYS, EVENT_TIMESTAMP, feature_refs
 from zadanie2.offline_snapshots import snapshot_file_name
 from zadanie2.online_feature_reader import OnlineFeatureReader
@@ -278,7 +279,34 @@ def check_feature_store(
     return result
 
 
+def merged_details(previous: Any, result: ConsistencyResult, stamp: Mapping[str, Any]) -> dict[str, Any]:
+    """``consistency_details.json``: this check's stamp and first mismatches, plus the last result of every
+    online store checked so far (``stores``; consistency.json holds only the latest store's)."""
+    stores = previous.get("stores") if isinstance(previous, dict) else None
+    stores = dict(stores) if isinstance(stores, dict) else {}
+    stores[result.online_store] = {**result.as_dict(), "run": dict(stamp)}
+    return {
+        "run": dict(stamp),
+        "online_store": result.online_store,
+        "mismatch_examples": list(result.examples),
+        "stores": stores,
+    }
+
+
+def details_path(path: Path) -> Path:
+    """``consistency_details.json`` next to ``consistency.json``."""
+    return path.with_name(f"{path.stem}_details.json")
+
+
 def write_result(result: ConsistencyResult, path: Path) -> Path:
+    """``consistency.json`` (exactly its agreed keys) and ``consistency_details.json`` beside it, which
+    ``make report`` reads for the commit and time of the check."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.as_dict(), indent=2))
+    details = details_path(path)
+    try:
+        previous = json.loads(details.read_text())
+    except (OSError, ValueError):  # first check, or an unreadable file: start over
+        previous = None
+    details.write_text(json.dumps(merged_details(previous, result, run_stamp()), indent=2))
     return path

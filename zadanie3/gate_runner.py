@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from shared.feature_definitions import RANKER_FEATURES
+from shared.run_stamp import run_stamp
 from zadanie3.evaluation_set import EvaluationSet, load_evaluation_set
 from zadanie3.gate_metrics import RankedScores, accuracy_and_f1, decision_threshold, ndcg_per_query
 from zadanie3.settings import CHAMPION, RegistrySettings
@@ -448,7 +449,7 @@ def run_validation(
     )
     out = report_path(settings, version)
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = report.to_dict()
+    payload = {**report.to_dict(), "run": run_stamp()}  # commit and time, for make report
     out.write_text(json.dumps(payload, indent=2, allow_nan=False))
     rc.record_validation(version, payload, out, settings)
     return report, out

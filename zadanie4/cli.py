@@ -1,4 +1,4 @@
-"""``recsys serve`` (the service, one uvicorn worker) and ``recsys serve-demo`` (start, query, stop).
+"""``recsys serve``: the service, one uvicorn worker (``recsys serve-demo`` lives with the measuring tools).
 
 Imports stay light: uvicorn, FastAPI and the parts are imported inside the command bodies.
 """
@@ -21,8 +21,8 @@ def serve_command(
 
     from shared.console import console
     from zadanie4.app import create_app
+    from zadanie4.dependencies import build_dependencies
     from zadanie4.settings import load_settings
-    from zadanie4.wiring import build_dependencies
 
     overrides: dict[str, object] = {}
     if host is not None:
@@ -53,16 +53,6 @@ def serve_command(
     )
 
 
-def serve_demo_command(
-    timeout_s: float = typer.Option(120.0, min=5, help="Seconds to wait for the service to become ready."),
-) -> None:
-    """Start the service on a free 127.0.0.1 port, print a warm and a cold user's recommendations, stop it."""
-    from zadanie4.demo_client import run_demo
-
-    run_demo(ready_timeout_s=timeout_s)
-
-
 def register(app: typer.Typer) -> None:
-    """Mount ``serve`` and ``serve-demo`` on the root ``recsys`` app."""
+    """Mount ``serve`` on the root ``recsys`` app."""
     app.command("serve")(serve_command)
-    app.command("serve-demo")(serve_demo_command)

@@ -1,20 +1,27 @@
-"""What the service needs from the other parts, as small Protocols (the real ones are wired in ``wiring.py``).
+"""What the service needs from the other parts: small Protocols, and :func:`build_dependencies` for the real ones.
 
-The service is built against these so tests can pass in-memory fakes and the parts can evolve
-independently: zadanie2 provides the :class:`FeatureReader` (online store), zadanie3 the
-:class:`ModelProvider` (registry aliases with a local last-good cache), zadanie1 the
-:class:`RecommenderCore` (candidates -> features -> score -> filters -> top-k, shared with the
-offline evaluation) and the product feature block the core reads item features from.
+Every room of the service is built against these Protocols (and may import this module), so tests pass
+in-memory fakes and the parts evolve independently: zadanie2 provides the :class:`FeatureReader` (online
+store), zadanie3 the :class:`ModelProvider` (registry aliases with a local last-good cache), zadanie1 the
+:class:`RecommenderCore` (candidates -> features -> score -> filters -> top-k, shared with the offline
+evaluation) and the product feature block the core reads item features from.
+:func:`build_dependencies` assembles the real ones at startup, in a background thread, never at import.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from zadanie4.settings import ServeSettings
+
+log = logging.getLogger(__name__)
 
 PairRows = Mapping[int, Mapping[str, float]]
 """user_product_interactions rows of one user: product id -> {feature name: value}."""
@@ -138,7 +145,8 @@ ProductBlockFactory = Callable[[pd.DataFrame, pd.DataFrame], Any]
 
 @dataclass
 class ServiceDependencies:
-    """Everything ``create_app`` wires together; tests build it from fakes, ``wiring.py`` from real parts."""
+    """Everything ``create_app`` wires together: tests build it from fakes, :func:`build_dependencies` from
+    the real parts."""
 
     core: RecommenderCore
     reader: FeatureReader
@@ -148,3 +156,37 @@ class ServiceDependencies:
     core_loader: Callable[[], RecommenderCore | None] | None = None
     """Returns a new core when the candidate artifacts on disk changed since the last call, else None."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_dependencies(settings: ServeSettings) -> ServiceDependencies:
+    """The real parts (seconds): the candidate index (zadanie1), the online-store reader (zadanie2: direct
+    Redis when the store is Redis, the Feast SDK over SQLite otherwise), the registry's models (zadanie3)
+    and zadanie2's real-time feature update fed with stored feedback.
+
+    Imported here, not at module level: the rooms import this module for its Protocols.
+    """
+    from zadanie2.online_feature_reader import create_feature_reader
+    from zadanie2.settings import load_settings as load_feature_settings
+    from zadanie4.feedback.realtime_features import realtime_hook
+    from zadanie4.pipeline.candidate_ranking import CandidateIndexLoader, product_block_from_frames
+    from zadanie4.rollout.registry_models import RegistryModelProvider
+
+    candidates = CandidateIndexLoader(settings)
+    core = candidates.load()
+    feature_settings = load_feature_settings()
+    reader = create_feature_reader(feature_settings)
+    hook = None
+    try:
+        if settings.realtime_updates:
+            hook = realtime_hook(feature_settings)
+    except Exception as exc:  # the hook is best effort; serving must start without it
+        log.warning("real-time feature updates disabled: %s", exc)
+        hook = None
+    return ServiceDependencies(
+        core=core,
+        reader=reader,
+        models=RegistryModelProvider(settings),
+        product_block_factory=product_block_from_frames,
+        realtime_update=hook,
+        core_loader=candidates.load_if_changed,
+    )

@@ -22,7 +22,7 @@ import typer
 import yaml
 
 from shared.cli import build_app
-from zadanie4.prometheus_metrics import create_metrics
+from zadanie4.observability.prometheus_metrics import create_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -205,10 +205,19 @@ def test_every_file_a_dockerfile_copies_exists_in_its_context(name: str) -> None
 @pytest.mark.parametrize("part", ["zadanie1", "zadanie2", "zadanie3", "zadanie4"])
 def test_each_task_dockerfile_is_multi_stage_slim_and_non_root(part: str) -> None:
     text = (REPO_ROOT / part / "Dockerfile").read_text(encoding="utf-8")
-    stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, flags=re.MULTILINE)
     assert len(stages) >= 2, "multi-stage: a builder and a runtime stage"
-    assert all(image.startswith("python:3.11-slim") for image in stages)
-    runtime = text.rsplit("\nFROM ", 1)[1]
+    names = {name for _, name in stages if name}
+    assert all(image.startswith("python:3.11-slim") or image in names for image, _ in stages)
+    # the runtime stage: the one the compose service of the part builds, else the last
+    target = (SERVICES.get(part, {}).get("build") or {}).get("target")
+    blocks = {
+        name: body
+        for name, body in re.findall(
+            r"^FROM\s+\S+\s+AS\s+(\S+)\n(.*?)(?=^FROM |\Z)", text, flags=re.MULTILINE | re.DOTALL
+        )
+    }
+    runtime = blocks[target] if target else text.rsplit("\nFROM ", 1)[1]
     users = re.findall(r"^USER\s+(\S+)", runtime, flags=re.MULTILINE)
     assert users and users[-1] not in ("root", "0"), "the runtime stage must run as a non-root user"
     assert "COPY --from=builder /opt/venv" in runtime
@@ -480,9 +489,9 @@ def test_locust_runs_the_projects_locustfile_against_the_api() -> None:
     tokens = shlex.split(_interpolate(line))
     mounts = {target: source for source, target in _bind_mounts(SERVICES["locust"])}
 
-    # then the file it runs is zadanie4/locustfile.py, and it targets the API inside the compose network
+    # then the file it runs is zadanie4/evaluation/bench/locustfile.py, and it targets the API inside the compose network
     locustfile = tokens[tokens.index("-f") + 1]
-    assert mounts.get(locustfile) == "./zadanie4/locustfile.py"
+    assert mounts.get(locustfile) == "./zadanie4/evaluation/bench/locustfile.py"
     assert tokens[tokens.index("--host") + 1] == "http://zadanie4:8000"
     assert "--headless" in tokens
     assert _depends_on(SERVICES["locust"])["zadanie4"] == "service_healthy"
@@ -559,7 +568,7 @@ def test_dashboard_and_alerts_query_only_metrics_the_service_exposes(
         for name in _metric_names_in(expr)
     }
 
-    # then each one exists (a metric renamed in zadanie4/prometheus_metrics.py fails here)
+    # then each one exists (a metric renamed in zadanie4/observability/prometheus_metrics.py fails here)
     missing = sorted(f"{where}: {name}" for where, name in used if name not in exposed)
     assert not missing, "queries use metrics the service does not expose:\n" + "\n".join(missing)
 
@@ -590,3 +599,29 @@ def test_dashboard_json_parses_with_a_stable_uid_and_no_database_id() -> None:
     dashboard = yaml.safe_load(text)  # JSON is YAML: a parse error fails here with a line number
     assert dashboard["uid"] == "recsys-service"
     assert "id" not in dashboard or dashboard["id"] is None, "provisioned dashboards must not pin a database id"
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, s in SERVICES.items() if isinstance(s.get("build"), dict) and "target" in s["build"])
+)
+def test_every_build_target_is_a_stage_of_its_dockerfile(name: str) -> None:
+    # given the service's build target
+    target = SERVICES[name]["build"]["target"]
+    # then its Dockerfile names a stage so
+    stages = re.findall(
+        r"^FROM\s+\S+\s+AS\s+(\S+)", _dockerfile(SERVICES[name]).read_text(encoding="utf-8"), flags=re.MULTILINE
+    )
+    assert target in stages, f"{name}: target {target} is not one of the stages {stages}"
+
+
+def test_the_service_image_leaves_the_measuring_tools_out() -> None:
+    # given the service's Dockerfile and the compose targets
+    text = (REPO_ROOT / "zadanie4" / "Dockerfile").read_text(encoding="utf-8")
+    assert SERVICES["zadanie4"]["build"]["target"] == "service"
+    assert SERVICES["locust"]["build"]["target"] == "tools"
+    # then the builder moves zadanie4/evaluation out of the venv the service stage copies, and only tools adds it back
+    assert re.search(r"mv /opt/venv/lib/python3\.11/site-packages/zadanie4/evaluation /opt/evaluation", text)
+    service = text.split("AS service\n", 1)[1].split("\nFROM ", 1)[0]
+    assert "COPY --from=builder /opt/venv /opt/venv" in service and "/opt/evaluation" not in service
+    tools = text.split("AS tools\n", 1)[1]
+    assert "COPY --from=builder /opt/evaluation /opt/venv/lib/python3.11/site-packages/zadanie4/evaluation" in tools

@@ -39,8 +39,8 @@ import uvicorn
 import yaml
 
 from zadanie4.app import create_app
-from zadanie4.feedback_log import FeedbackRecord, SqliteFeedbackLog
-from zadanie4.prometheus_metrics import create_metrics
+from zadanie4.feedback.feedback_log import FeedbackRecord, SqliteFeedbackLog
+from zadanie4.observability.prometheus_metrics import create_metrics
 from zadanie4.settings import load_settings
 from zadanie4.tests.service_fakes import (
     DictModelProvider,
@@ -478,7 +478,7 @@ def test_prometheus_counts_exactly_what_the_client_saw(observed: Observed) -> No
 
 
 def test_the_service_emits_every_metric_it_declares(observed: Observed) -> None:
-    # given every metric family of zadanie4/prometheus_metrics.py
+    # given every metric family of zadanie4/observability/prometheus_metrics.py
     families = create_metrics().registry.collect()
 
     # when Prometheus is asked for each after the traffic

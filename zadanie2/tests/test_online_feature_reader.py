@@ -208,7 +208,7 @@ def test_the_services_event_loop_reads_equal_the_reader(redis_store: BuiltStore)
     import asyncio
     import time
 
-    from zadanie4.event_loop_reads import event_loop_reads_for
+    from zadanie4.pipeline.redis_reads import event_loop_reads_for
 
     direct = RedisFeatureReader.from_settings(redis_store.settings)
     loop_reads = event_loop_reads_for(direct)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from zadanie4.app import create_app
 from zadanie4.dependencies import ServiceDependencies
-from zadanie4.service_runtime import ServiceRuntime
+from zadanie4.service import ServiceRuntime
 from zadanie4.settings import ServeSettings, load_settings
 from zadanie4.tests.service_fakes import Shop, make_shop
 

@@ -17,7 +17,7 @@ from shared.data_generator import GeneratorConfig, generate
 from shared.feature_computation import FeatureTables, compute_feature_tables
 from zadanie1.candidate_generation import CandidateIndex
 from zadanie4.dependencies import LoadedModel, ServiceDependencies
-from zadanie4.recommender_adapter import CandidateIndexCore, product_block_from_frames
+from zadanie4.pipeline.candidate_ranking import CandidateIndexCore, product_block_from_frames
 
 
 @dataclass

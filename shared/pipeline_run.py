@@ -1,0 +1,133 @@
+"""``recsys run``: the whole pipeline on a shop's own event log, every output under one folder.
+
+validate -> EDA -> features (Feast refresh, SQLite online store) -> train -> evaluate -> register -> gate ->
+promote, then the command that serves the result. The input is only read: the validated events are written
+to ``<out>/data/events.parquet`` and every later stage reads that copy. Each later stage is the part's own
+``recsys`` command in a subprocess, with ``RECSYS_DATA_DIR`` and ``RECSYS_ARTIFACTS_DIR`` pointing under
+``<out>``: what runs here is exactly what a user can run by hand, the parts stay independent of each other
+(shared imports none of them), and each stage's memory goes back to the system when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.console import console
+from shared.errors import UserInputError
+
+EVENTS_PLACEHOLDER = "{events}"
+ONLINE_STORE_ENV = {"RECSYS_FEATURES_ONLINE_STORE": "sqlite"}  # the embedded default; Redis via RECSYS_FEATURES_*
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the run: a ``recsys`` command line (``{events}`` stands for the validated copy)."""
+
+    name: str
+    args: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    on_failure: str = ""
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("EDA", ("eda", "--events", EVENTS_PLACEHOLDER)),
+    Stage("features", ("features", "refresh", "--events", EVENTS_PLACEHOLDER), env=ONLINE_STORE_ENV),
+    Stage("train", ("train", "--events", EVENTS_PLACEHOLDER, "--feature-source", "feast"), env=ONLINE_STORE_ENV),
+    Stage("evaluate", ("evaluate", "--events", EVENTS_PLACEHOLDER)),
+    Stage("register", ("registry", "register")),
+    Stage(
+        "validate",
+        ("registry", "validate", "challenger"),
+        on_failure=(
+            "the validation gate refused the new model (report above); it stays registered as `challenger`. "
+            "Change the data or the bar (RECSYS_REGISTRY_GATE_*, see zadanie3/README.md), then rerun"
+        ),
+    ),
+    Stage("promote", ("registry", "promote", "challenger")),
+)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where one run puts things: ``<out>/data`` (the validated events) and ``<out>/artifacts``."""
+
+    out: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.out / "artifacts"
+
+    @property
+    def events_path(self) -> Path:
+        return self.data_dir / "events.parquet"
+
+    def env(self) -> dict[str, str]:
+        return {"RECSYS_DATA_DIR": str(self.data_dir), "RECSYS_ARTIFACTS_DIR": str(self.artifacts_dir)}
+
+
+def stage_command(stage: Stage, events: Path) -> list[str]:
+    """The stage's argv: this Python running the ``recsys`` CLI, so the run uses the same installation."""
+    args = [str(events) if a == EVENTS_PLACEHOLDER else a for a in stage.args]
+    return [sys.executable, "-m", "shared.cli", *args]
+
+
+def check_inputs_untouched(inputs: Sequence[Path], layout: RunLayout) -> None:
+    """Refuse a layout that would write where an input lies (the user's files are only ever read)."""
+    out = layout.out.resolve()
+    for path in inputs:
+        resolved = path.resolve()
+        if resolved == out or out in resolved.parents:
+            raise UserInputError(
+                f"{path} lies inside the output folder {layout.out}: choose an --out outside your data"
+            )
+
+
+def serve_hint(layout: RunLayout) -> str:
+    """How to serve what the run produced."""
+    env = " ".join(f"{k}={v}" for k, v in {**layout.env(), **ONLINE_STORE_ENV}.items())
+    return f"{env} recsys serve"
+
+
+def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = False) -> RunLayout:
+    """Validate ``events`` (a file, a directory or a glob) into ``out`` and run every stage on the copy."""
+    from shared.event_loader import load_event_files, resolve_event_files
+
+    layout = RunLayout(out)
+    inputs = resolve_event_files(events)
+    check_inputs_untouched(inputs, layout)
+    listed = ", ".join(str(p) for p in inputs[:5]) + (f" and {len(inputs) - 5} more" if len(inputs) > 5 else "")
+    console.print(f"[bold]validate[/] {len(inputs)} file(s): {listed}", soft_wrap=True)
+    started = time.perf_counter()
+    loaded = load_event_files(events, drop_unknown_event_types=drop_unknown_event_types)
+    for line in loaded.summary.lines():
+        console.print(f"  {line}")
+    if loaded.events.empty:
+        raise UserInputError(f"{events}: no events left after validation")
+    layout.data_dir.mkdir(parents=True, exist_ok=True)
+    loaded.events.to_parquet(layout.events_path, index=False)
+    console.print(f"  wrote the validated copy to {layout.events_path} ({time.perf_counter() - started:.1f} s)")
+
+    env = {**os.environ, **layout.env(), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for number, stage in enumerate(STAGES, 2):
+        console.print(f"\n[bold]{number}/{len(STAGES) + 1} {stage.name}[/]")
+        started = time.perf_counter()
+        command = stage_command(stage, layout.events_path)
+        result = subprocess.run(command, env={**env, **stage.env}, check=False)
+        if result.returncode != 0:
+            reason = stage.on_failure or f"`recsys {' '.join(command[3:])}` failed (its message is above)"
+            raise UserInputError(f"stage {stage.name}: {reason}")
+        console.print(f"  {stage.name} done in {time.perf_counter() - started:.1f} s")
+    # soft_wrap: one line whatever the terminal width, so it can be copied and pasted
+    console.print(f"\nDone. Outputs in {layout.out}. Serve the new champion with:", soft_wrap=True)
+    console.print(f"  {serve_hint(layout)}", soft_wrap=True, highlight=False)
+    return layout
