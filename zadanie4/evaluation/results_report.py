@@ -431,10 +431,22 @@ def serving_body(details: Json, figure: str | None = None) -> Callable[[Json], l
                     marks.strip(),
                 ]
             )
+        floor = (details.get("machine") or {}).get("floor") or {}
+        floor_line = (
+            [
+                f"Machine floor at the start (compare runs by it): a system call {floor['syscall_ns']:,.0f} ns, "
+                f"a Python loop iteration {floor['python_loop_iteration_ns']:,.1f} ns, a local socket round trip "
+                f"{floor['socket_round_trip_ns'] / 1000:,.1f} µs.",
+                "",
+            ]
+            if {"syscall_ns", "python_loop_iteration_ns", "socket_round_trip_ns"} <= set(floor)
+            else []
+        )
         lines = [
             f"Open loop (latency from the scheduled send time), {float(serving['duration_s']):g} s per step, "
             f"{serving['cores']} cores. Load generator: {serving['load_generator']}.",
             "",
+            *floor_line,
             *table(
                 [
                     "target",

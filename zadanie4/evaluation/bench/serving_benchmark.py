@@ -456,6 +456,7 @@ def profile_service(
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     from shared.settings import load_shared_settings
     from zadanie4.evaluation.bench import scaling_benchmark as scaling
+    from zadanie4.evaluation.bench.machine_floor import measure_machine_floor
 
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -464,6 +465,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = BenchPaths(shared.data_dir, shared.artifacts_dir, out_dir)
     paths.log.write_text(f"make bench {started_at}\n")
+    machine_floor = measure_machine_floor()  # before anything is started: the machine alone
+    print(f"machine floor: {machine_floor}")
     base = bench_base_env()
     env = main_store_env(base, paths, config)
     timings: dict[str, float] = {}
@@ -578,7 +581,12 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "ratios_at_rate_rps": config.ratio_rate,
         "ratios_by_rate": {f"{rate:g}": serving_ratios([r.record for r in runs], rate) for rate in config.rates},
-        "machine": {"cores": os.cpu_count(), "load_average_at_end": os.getloadavg(), "python": sys.version.split()[0]},
+        "machine": {
+            "cores": os.cpu_count(),
+            "load_average_at_end": os.getloadavg(),
+            "python": sys.version.split()[0],
+            "floor": machine_floor,
+        },
         "service": {"model": model_info, "startup_s": service.ready_s, "n_candidates": config.n_candidates},
         "feast_server": {
             "startup_s": feast.ready_s if feast else None,

@@ -147,7 +147,9 @@ def write_consistency(
     write_result(result, artifacts / "features" / "consistency.json")
 
 
-def write_serving(artifacts: Path, recommend_p99_s: float, *, flagged: list[str] | None = None) -> None:
+def write_serving(
+    artifacts: Path, recommend_p99_s: float, *, flagged: list[str] | None = None, floor: dict | None = None
+) -> None:
     """serving.json as ``run_bench`` assembles it (run_record + serving_ratios) and serving_details.json."""
 
     def step(target: str, rate: float | None, latency_s: float, errors: int = 0) -> dict[str, object]:
@@ -175,7 +177,13 @@ def write_serving(artifacts: Path, recommend_p99_s: float, *, flagged: list[str]
     _write(artifacts / "bench" / "serving.json", serving)
     _write(
         artifacts / "bench" / "serving_details.json",
-        {"command": "make bench", "run": STAMP, "flagged_runs": flagged or [], "noisy_runs": []},
+        {
+            "command": "make bench",
+            "run": STAMP,
+            "flagged_runs": flagged or [],
+            "noisy_runs": [],
+            "machine": {"cores": 2, "floor": floor} if floor else {"cores": 2},
+        },
     )
 
 
@@ -610,3 +618,17 @@ def test_a_readme_without_the_markers_is_left_alone(artifacts: Path, tmp_path: P
     readme.write_text("# shop\n")
     write_results(artifacts, tmp_path / "docs" / "RESULTS.md", readme)
     assert readme.read_text() == "# shop\n"
+
+
+def test_the_machine_floor_of_the_benchmark_is_shown_beside_its_latencies(artifacts: Path) -> None:
+    # given a benchmark that recorded what a system call, a loop iteration and a socket round trip cost
+    floor = {"syscall_ns": 731.6, "python_loop_iteration_ns": 23.4, "socket_round_trip_ns": 3968.0}
+    write_serving(artifacts, recommend_p99_s=0.00525, floor=floor)
+    # then the serving section says so, so two runs' tables can be compared
+    markdown = _render(artifacts)
+    assert "a system call 732 ns, a Python loop iteration 23.4 ns, a local socket round trip 4.0 µs" in markdown
+
+
+def test_a_benchmark_without_a_machine_floor_has_no_floor_line(artifacts: Path) -> None:
+    write_serving(artifacts, recommend_p99_s=0.00525)
+    assert "Machine floor" not in _render(artifacts)
