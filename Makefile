@@ -16,7 +16,7 @@ PORT ?= 8000
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help venv demo run test lint format serve serve-demo mlflow-ui mlflow-server bench loadtest ab reliability report up down clean
+.PHONY: help venv demo run test lint format serve serve-demo mlflow-ui mlflow-server bench loadtest ab reliability scale scale-serving report up down clean
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -91,6 +91,13 @@ ab: $(STAMP) ## Simulated A/B test over HTTP (popularity vs champion), also with
 
 reliability: $(STAMP) ## Fault injection, fuzzing, durability and auth scenarios -> artifacts/reliability/
 	$(BIN)/python -m zadanie4.evaluation.reliability
+
+SIZES ?= 1m,5m,20m
+scale: $(STAMP) ## Pipeline scale benchmark: recsys run on generated 1M/5M/20M-event shops (SIZES=1m,5m) -> artifacts/scale/
+	$(BIN)/python -m zadanie4.evaluation.scale.pipeline_scale --sizes $(SIZES)
+
+scale-serving: $(STAMP) ## /recommend on the 100k-product shop of `make scale SIZES=20m` (Redis db 13) -> artifacts/scale/serving_100k.json
+	$(BIN)/python -m zadanie4.evaluation.scale.serving_100k
 
 report: $(STAMP) ## Regenerate docs/RESULTS.md from the JSON reports under artifacts/
 	$(BIN)/python -m zadanie4.evaluation.results_report --readme README.md

@@ -28,6 +28,9 @@ def generate_command(
     products: int = typer.Option(1500, min=10, help="Products in the catalogue."),
     days: int = typer.Option(28, min=1, help="Length of the period in days."),
     seed: int = typer.Option(42, help="Random seed; equal seeds give equal files."),
+    sessions_per_day: float = typer.Option(
+        0.25, min=0.001, help="Mean sessions per user per active day (~9 events a session): sets events per user."
+    ),
     out: Path | None = typer.Option(None, help="Events file (.parquet, .csv, .csv.gz); default data/events.parquet."),
     ground_truth: Path | None = typer.Option(
         None, help="Ground-truth folder; default 'ground_truth' beside the events file (data/ground_truth)."
@@ -47,14 +50,17 @@ def generate_command(
     # Beside the events file, so generating another shop elsewhere never replaces the demo's ground truth.
     ground_truth = ground_truth or out.parent / settings.ground_truth_dir.name
     try:
-        config = GeneratorConfig(n_users=users, n_products=products, days=days, seed=seed)
+        config = GeneratorConfig(
+            n_users=users, n_products=products, days=days, seed=seed, sessions_per_user_day=sessions_per_day
+        )
     except ValueError as exc:  # sizes that the catalogue's shape cannot hold: the user's option, not a bug
         raise UserInputError(str(exc)) from exc
     with step(f"generate {users:,} users x {products:,} products x {days} days (seed {seed})"):
         data = generate(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_events(data.events, out)
-    mark_generated_file(out, {"users": users, "products": products, "days": days, "seed": seed})
+    shape = {"users": users, "products": products, "days": days, "seed": seed, "sessions_per_day": sessions_per_day}
+    mark_generated_file(out, shape)
     data.ground_truth.save(ground_truth)
     console.print(f"wrote {len(data.events):,} events to {out} and the ground truth to {ground_truth}")
 

@@ -2,7 +2,8 @@
 
 validate -> EDA -> features (Feast refresh, SQLite online store) -> train -> evaluate -> register -> gate ->
 promote, then the command that serves the result. The input is only read: the validated events are written
-to ``<out>/data/events.parquet`` and every later stage reads that copy. Each later stage is the part's own
+to ``<out>/data/events.parquet`` and every later stage reads that copy. ``<out>/run.json`` records each
+stage's wall time, peak resident memory and rows (``make scale`` reads it). Each later stage is the part's own
 ``recsys`` command in a subprocess, with ``RECSYS_DATA_DIR`` and ``RECSYS_ARTIFACTS_DIR`` pointing under
 ``<out>``: what runs here is exactly what a user can run by hand, the parts stay independent of each other
 (shared imports none of them), and each stage's memory goes back to the system when it ends.
@@ -10,7 +11,9 @@ to ``<out>/data/events.parquet`` and every later stage reads that copy. Each lat
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -54,6 +57,16 @@ STAGES: tuple[Stage, ...] = (
 
 
 @dataclass(frozen=True)
+class StageReport:
+    """What one stage cost: wall seconds, peak resident memory (MiB) and the event rows it read."""
+
+    name: str
+    wall_s: float
+    peak_rss_mib: float
+    rows: int
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """Where one run puts things: ``<out>/data`` (the validated events) and ``<out>/artifacts``."""
 
@@ -70,6 +83,10 @@ class RunLayout:
     @property
     def events_path(self) -> Path:
         return self.data_dir / "events.parquet"
+
+    @property
+    def report_path(self) -> Path:
+        return self.out / "run.json"
 
     def env(self) -> dict[str, str]:
         return {"RECSYS_DATA_DIR": str(self.data_dir), "RECSYS_ARTIFACTS_DIR": str(self.artifacts_dir)}
@@ -90,6 +107,34 @@ def check_inputs_untouched(inputs: Sequence[Path], layout: RunLayout) -> None:
             raise UserInputError(
                 f"{path} lies inside the output folder {layout.out}: choose an --out outside your data"
             )
+
+
+def run_stage_process(command: Sequence[str], env: Mapping[str, str]) -> tuple[int, float]:
+    """Run one stage; its exit code and peak resident memory in MiB (the kernel's high-water mark, from wait4)."""
+    process = subprocess.Popen(list(command), env=dict(env))
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    except BaseException:  # Ctrl-C: stop the stage too, then let the interrupt through
+        process.kill()
+        process.wait()
+        raise
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_run_report(
+    layout: RunLayout, inputs: Sequence[Path], validation: Mapping[str, object], stages: Sequence[StageReport]
+) -> Path:
+    """``<out>/run.json``: the inputs, the validation summary and every stage that ran, in order."""
+    payload = {
+        "inputs": [str(p) for p in inputs],
+        "validation": dict(validation),
+        "stages": [vars(stage) for stage in stages],
+        "total_wall_s": round(sum(stage.wall_s for stage in stages), 2),
+        "peak_rss_mib": max((stage.peak_rss_mib for stage in stages), default=0.0),
+    }
+    layout.report_path.write_text(json.dumps(payload, indent=2) + "\n")
+    return layout.report_path
 
 
 def serve_hint(layout: RunLayout) -> str:
@@ -115,19 +160,33 @@ def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = Fal
         raise UserInputError(f"{events}: no events left after validation")
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     loaded.events.to_parquet(layout.events_path, index=False)
-    console.print(f"  wrote the validated copy to {layout.events_path} ({time.perf_counter() - started:.1f} s)")
+    wall = time.perf_counter() - started
+    console.print(f"  wrote the validated copy to {layout.events_path} ({wall:.1f} s)")
+    rows, validation = len(loaded.events), loaded.summary.as_dict()
+    reports = [
+        StageReport("validate", round(wall, 2), _own_peak_rss_mib(), loaded.summary.rows_read),
+    ]
+    del loaded  # the stages read the copy; this process only waits for them
 
     env = {**os.environ, **layout.env(), "MLFLOW_DISABLE_TELEMETRY": "true"}
     for number, stage in enumerate(STAGES, 2):
         console.print(f"\n[bold]{number}/{len(STAGES) + 1} {stage.name}[/]")
         started = time.perf_counter()
         command = stage_command(stage, layout.events_path)
-        result = subprocess.run(command, env={**env, **stage.env}, check=False)
-        if result.returncode != 0:
+        returncode, peak_rss_mib = run_stage_process(command, {**env, **stage.env})
+        wall = time.perf_counter() - started
+        if returncode != 0:
+            write_run_report(layout, inputs, validation, reports)
             reason = stage.on_failure or f"`recsys {' '.join(command[3:])}` failed (its message is above)"
             raise UserInputError(f"stage {stage.name}: {reason}")
-        console.print(f"  {stage.name} done in {time.perf_counter() - started:.1f} s")
+        reports.append(StageReport(stage.name, round(wall, 2), round(peak_rss_mib, 1), rows))
+        console.print(f"  {stage.name} done in {wall:.1f} s (peak memory {peak_rss_mib:,.0f} MiB)")
+    write_run_report(layout, inputs, validation, reports)
     # soft_wrap: one line whatever the terminal width, so it can be copied and pasted
     console.print(f"\nDone. Outputs in {layout.out}. Serve the new champion with:", soft_wrap=True)
     console.print(f"  {serve_hint(layout)}", soft_wrap=True, highlight=False)
     return layout
+
+
+def _own_peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -282,9 +282,11 @@ class CandidateIndex:
         if not lists:
             return []
         priority = np.concatenate([(np.arange(len(ids)) + 1.0) * (i + 1) for i, ids in enumerate(lists)])
-        ids = np.concatenate(lists)
-        order = np.argsort(priority, kind="stable")
-        return _dedupe(ids[order].tolist())[:n]
+        ordered = np.concatenate(lists)[np.argsort(priority, kind="stable")]
+        _, first = np.unique(ordered, return_index=True)  # a product listed twice keeps its first place
+        if len(first) < len(ordered):
+            ordered = ordered[np.sort(first)]
+        return ordered[:n].tolist()
 
     # --- persistence ----------------------------------------------------------------------------
 

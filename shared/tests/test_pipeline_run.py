@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from shared.errors import EventDataError, UserInputError
 from shared.event_loader import load_event_files, resolve_event_files
-from shared.pipeline_run import STAGES, RunLayout, check_inputs_untouched, stage_command
+from shared.pipeline_run import STAGES, RunLayout, check_inputs_untouched, run_stage_process, stage_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,6 +92,17 @@ def test_every_stage_runs_the_recsys_cli_on_the_validated_copy(tmp_path):
     assert [c[:3] for c in commands] == [[sys.executable, "-m", "shared.cli"]] * len(STAGES)
     assert [s.name for s in STAGES] == ["EDA", "features", "train", "evaluate", "register", "validate", "promote"]
     assert all(str(copy) in c for c, s in zip(commands, STAGES, strict=True) if "--events" in s.args)
+
+
+def test_a_stage_reports_its_exit_code_and_its_own_peak_memory():
+    # given a stage that holds ~200 MiB for a moment and one that fails
+    hold = "b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+    # when each runs as a stage process
+    ok_code, ok_peak = run_stage_process([sys.executable, "-c", hold], os.environ)
+    failed_code, _ = run_stage_process([sys.executable, "-c", "raise SystemExit(3)"], os.environ)
+    # then the high-water mark is the child's (not this test process's) and the exit code comes back
+    assert ok_code == 0 and 200 <= ok_peak < 400
+    assert failed_code == 3
 
 
 def test_generate_refuses_to_overwrite_a_file_it_did_not_write(tmp_path):
@@ -177,3 +189,8 @@ def test_recsys_run_on_an_own_log_leaves_it_byte_identical_and_promotes_a_model(
     assert (out / "artifacts" / "eda" / "report.md").is_file()
     listing = _recsys("registry", "list", cwd=tmp_path, env={"RECSYS_ARTIFACTS_DIR": str(out / "artifacts")})
     assert "champion" in listing.stdout
+    # and run.json says what each stage cost, in the order they ran
+    report = json.loads((out / "run.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["validate", *(stage.name for stage in STAGES)]
+    assert report["validation"]["ignored_columns"] == ["warehouse"]
+    assert all(s["wall_s"] > 0 and s["peak_rss_mib"] > 50 and s["rows"] == len(events) for s in report["stages"])

@@ -159,6 +159,44 @@ class ThompsonExplorer:
                 (self._impressions if slot == 0 else self._clicks)[position] += 1.0
 
     # --- choosing -------------------------------------------------------------------------------
+    def _sample_positions(
+        self, n: int, exclude: Collection[int], preferred_categories: Iterable[int]
+    ) -> np.ndarray:
+        """Pool positions to sample this request: the preferred categories' products when at least ``n`` of
+        them are not excluded, else the whole pool; a random ``MAX_SAMPLED`` of them when there are more.
+
+        The cost depends on ``MAX_SAMPLED`` and on the excluded ids, never on the pool's size: positions are
+        drawn as numbers and mapped into the categories' position arrays, nothing is concatenated.
+        """
+        preferred = [c for c in dict.fromkeys(preferred_categories) if c in self._pool_by_category]
+        if preferred:
+            parts = [self._pool_by_category[c] for c in preferred]
+            wanted = set(preferred)
+            excluded_there = sum(
+                1
+                for product in exclude
+                if (position := self._pool_position.get(product)) is not None
+                and int(self._pool_categories[position]) in wanted
+            )
+            sizes = np.array([len(part) for part in parts], dtype=np.int64)
+            total = int(sizes.sum())
+            if total - excluded_there >= n:
+                if total <= MAX_SAMPLED:
+                    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+                # the same draw as indexing the concatenated parts, without building it
+                drawn = np.unique(self._rng.integers(0, total, MAX_SAMPLED))
+                starts = np.cumsum(sizes) - sizes
+                part_of = np.searchsorted(starts, drawn, side="right") - 1
+                positions = np.empty(len(drawn), dtype=np.int64)
+                for p, part in enumerate(parts):
+                    mask = part_of == p
+                    positions[mask] = part[drawn[mask] - starts[p]]
+                return positions
+        size = len(self._pool_ids)
+        if size <= MAX_SAMPLED:
+            return np.arange(size)
+        return np.unique(self._rng.integers(0, size, MAX_SAMPLED))
+
     def n_slots(self, k: int) -> int:
         """Exploration slots for a list of ``k``: ``k * share`` with a random rounding of the fraction."""
         expected = k * self.config.share
@@ -178,17 +216,7 @@ class ThompsonExplorer:
             return []
         with self._lock:
             pool_ids = self._pool_ids
-            candidates = np.arange(len(pool_ids))
-            parts = [
-                self._pool_by_category[c] for c in dict.fromkeys(preferred_categories) if c in self._pool_by_category
-            ]
-            if parts:
-                in_preferred = np.concatenate(parts) if len(parts) > 1 else parts[0]
-                available = sum(1 for p in pool_ids[in_preferred].tolist() if p not in exclude)
-                if available >= n:
-                    candidates = in_preferred
-            if len(candidates) > MAX_SAMPLED:
-                candidates = candidates[np.unique(self._rng.integers(0, len(candidates), MAX_SAMPLED))]
+            candidates = self._sample_positions(n, exclude, preferred_categories)
             strength, prior = self.config.prior_strength, self.config.prior_ctr
             global_mean = (self._total[1] + strength * prior) / (self._total[0] + strength)
             category = self._pool_category_index[candidates]

@@ -132,6 +132,26 @@ def test_exploration_respects_exclusions_and_preferred_categories():
     assert explorer.choose(0) == []
 
 
+def test_a_large_pool_is_sampled_within_the_preferred_categories_until_they_are_exhausted():
+    # given 20,000 new products in 50 categories (more per category than are sampled per request)
+    n = 20_000
+    ids = np.arange(n, dtype=np.int64) + 1_000
+    categories = (np.arange(n) % 50).astype(np.int64)
+    explorer = ThompsonExplorer(ExplorationConfig(), seed=5)
+    explorer.set_catalogue(ids, categories, np.zeros(n))
+    preferred = [7, 31]
+    # when products are chosen for the preferred categories
+    picks = [p.product_id for _ in range(300) for p in explorer.choose(2, preferred_categories=preferred)]
+    # then every pick is of those categories and the draws spread over both of them and over many products
+    picked_categories = {int(categories[p - 1_000]) for p in picks}
+    assert picked_categories == set(preferred)
+    assert len(set(picks)) > 200
+    # and when every product of those categories is excluded, the whole pool is sampled instead
+    excluded = {int(p) for p in ids[np.isin(categories, preferred)]}
+    fallback = explorer.choose(1, exclude=excluded, preferred_categories=preferred)
+    assert len(fallback) == 1 and fallback[0].product_id not in excluded
+
+
 def test_exploration_slots_are_spread_and_end_at_the_last_position():
     assert exploration_positions(10, 1) == [9]
     assert exploration_positions(20, 2) == [9, 19]

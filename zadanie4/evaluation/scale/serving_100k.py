@@ -1,0 +1,142 @@
+"""Serving the 100 k-product shop of ``make scale``: /recommend latency, startup and memory.
+
+The subject is what ``recsys run`` produced for the 20 M-event shop (1 M users, 100 k products): its
+promoted champion, its candidate index and its offline snapshots, materialized into a Redis database of
+the benchmark's own (db 13 by default, flushed, nothing else touched). Then, ``repeats`` times, a fresh
+``recsys serve`` (pinned to core 0, the load generator to core 1, as in ``make bench``) is started and
+measured with :func:`zadanie4.evaluation.bench.scaling_benchmark.measure_service`: startup (process start ->
+/health/ready), resident memory, p50/p99 of warm users' ``GET /recommend?k=10`` at 100 and 300 requests/s
+(open loop, from the scheduled send time) and closed-loop capacity. The JSON reports every repeat and the
+median and range of each figure, against the goals p99 <= 10 ms at 300 req/s, startup <= 30 s,
+memory <= 2 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow.parquet as pq
+
+from shared.errors import UserInputError
+from shared.run_stamp import run_stamp
+from zadanie4.evaluation.bench import serving_setup as setup
+from zadanie4.evaluation.bench.scaling_benchmark import measure_service
+from zadanie4.evaluation.bench.serving_benchmark import BENCH_REDIS_URL, bench_base_env, pick_warm_users
+
+GOALS = {"p99_ms@300": 10.0, "startup_s": 30.0, "rss_after_load_mib": 2048.0}
+FIGURES = ("p50_ms@100", "p99_ms@100", "p50_ms@300", "p99_ms@300", "startup_s", "rss_after_load_mib", "max_rps")
+
+
+def serving_env(run_dir: Path, store_dir: Path, redis_url: str) -> dict[str, str]:
+    """The run's data, artifacts and registry, with its features served from the benchmark's Redis db."""
+    return setup.env_with(
+        {
+            "RECSYS_DATA_DIR": str(run_dir / "data"),
+            "RECSYS_ARTIFACTS_DIR": str(run_dir / "artifacts"),
+            "MLFLOW_TRACKING_URI": None,  # the run's own sqlite registry under its artifacts
+            "REDIS_URL": redis_url,
+            "RECSYS_FEATURES_REDIS_URL": redis_url,
+            "RECSYS_SERVE_REDIS_URL": redis_url,
+            "RECSYS_FEATURES_ONLINE_STORE": "redis",
+            "RECSYS_FEATURES_PROJECT": "scale_serving",
+            "RECSYS_FEATURES_FEATURES_DIR": str(store_dir.resolve()),
+        },
+        bench_base_env(),
+    )
+
+
+def summarise_repeats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Median, min and max of each figure over the repeats, and each goal's verdict on the median."""
+    figures: dict[str, Any] = {}
+    for name in FIGURES:
+        values = [float(row[name]) for row in rows if row.get(name) is not None]
+        if values:
+            figures[name] = {"median": round(statistics.median(values), 3), "min": min(values), "max": max(values)}
+    goals = {
+        name: {"goal": limit, "median": figures.get(name, {}).get("median"), "met": _met(figures, name, limit)}
+        for name, limit in GOALS.items()
+    }
+    return {"figures": figures, "goals": goals}
+
+
+def _met(figures: Mapping[str, Any], name: str, limit: float) -> bool | None:
+    median = figures.get(name, {}).get("median")
+    return None if median is None else bool(median <= limit)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--run", type=Path, default=Path("artifacts/scale/runs/20m"), help="a `recsys run` folder")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/scale/serving_100k.json"))
+    parser.add_argument("--redis-url", default=BENCH_REDIS_URL, help="benchmark Redis db (FLUSHED): %(default)s")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration-s", type=float, default=15.0)
+    parser.add_argument("--users", type=int, default=500, help="warm users sampled for the requests")
+    args = parser.parse_args(argv)
+    run_dir: Path = args.run
+    if not setup.trained_model_exists(run_dir / "artifacts" / "train"):
+        raise UserInputError(f"{run_dir}: no trained run there; run `make scale SIZES=20m` first")
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out.with_suffix(".log")
+    log_path.write_text("")
+    env = serving_env(run_dir, out.parent / "serving_store", args.redis_url)
+
+    setup.flush_redis_db(args.redis_url)
+    materialize_s = setup.materialize_store(env, log_path, f"materialize {run_dir} into {args.redis_url}")
+    events_path = run_dir / "data" / "events.parquet"
+    user_ids = pq.read_table(events_path, columns=["user_id"]).to_pandas()
+    users = pick_warm_users(user_ids, args.users, min_events=10, seed=0)
+    rows = []
+    started = time.perf_counter()
+    for repeat in range(1, args.repeats + 1):
+        row = measure_service(
+            f"repeat {repeat}",
+            env,
+            users,
+            log_path=log_path,
+            cores="0",
+            rates=(100.0, 300.0),
+            duration_s=args.duration_s,
+            warmup_s=3.0,
+            timeout_s=5.0,
+            max_step_s=5.0,
+            max_concurrency=16,
+            redis_pid=setup.redis_server_pid(urlparse(args.redis_url).port or 6379),
+        )
+        rows.append(row)
+        print(
+            f"  repeat {repeat}: p99 {row['p99_ms@100']} ms @100/s, {row['p99_ms@300']} ms @300/s; startup "
+            f"{row['startup_s']} s; {row['rss_after_load_mib']} MiB; max {row['max_rps']}/s",
+            flush=True,
+        )
+    payload = {
+        **run_stamp(),
+        "command": "make scale-serving",
+        "subject": {
+            "run": str(run_dir),
+            "events": pq.ParquetFile(events_path).metadata.num_rows,
+            "products_cached": rows[0].get("products_cached") if rows else None,
+            "materialize_s": round(materialize_s, 1),
+        },
+        "conditions": {"repeats": args.repeats, "duration_s": args.duration_s, "warm_users": len(users)},
+        "repeats": rows,
+        **summarise_repeats(rows),
+        "measure_s": round(time.perf_counter() - started, 1),
+    }
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    for name, goal in payload["goals"].items():
+        print(f"  {name}: median {goal['median']} (goal <= {goal['goal']:g}) -> {'met' if goal['met'] else 'NOT met'}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
