@@ -74,10 +74,22 @@ def _typed(frame: pd.DataFrame, view: str) -> pd.DataFrame:
 def _ranked_lists(
     frame: pd.DataFrame, group: str, value: str, order: list[str], ascending: list[bool], limit: int
 ) -> pd.Series:
-    """Per ``group``, the first ``limit`` values of ``value`` after sorting by ``order``."""
+    """Per ``group`` (sorted), the first ``limit`` values of ``value`` after sorting by ``order``, as lists
+    of Python scalars.
+
+    The lists are sliced from one ``tolist()`` at the group boundaries: ``groupby(...).agg(list)`` runs
+    Python per group and took two thirds of a snapshot's time.
+    """
     ordered = frame.sort_values([group, *order], ascending=[True, *ascending], kind="stable")
     top = ordered.groupby(group, sort=False).head(limit)
-    return top.groupby(group, sort=True)[value].agg(list)
+    groups = top[group].to_numpy()
+    if len(groups) == 0:
+        return pd.Series([], index=pd.Index(groups, name=group), dtype=object)
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], len(groups)]
+    values = top[value].tolist()
+    lists = [values[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    return pd.Series(lists, index=pd.Index(groups[starts], name=group), dtype=object)
 
 
 def compute_user_stats(events: pd.DataFrame, cutoff: str | pd.Timestamp) -> pd.DataFrame:
@@ -113,21 +125,21 @@ def compute_user_stats(events: pd.DataFrame, cutoff: str | pd.Timestamp) -> pd.D
     top_shares = _ranked_lists(
         per_category, col.USER_ID, "share", ["n", col.CATEGORY_ID], [False, True], fd.TOP_CATEGORIES
     )
-    out["user_top_category_ids"] = _list_column(top_ids.map(lambda v: [int(x) for x in v]), out.index)
-    out["user_top_category_shares"] = _list_column(top_shares.map(lambda v: [float(x) for x in v]), out.index)
+    out["user_top_category_ids"] = _list_column(top_ids, out.index)
+    out["user_top_category_shares"] = _list_column(top_shares, out.index)
     out["user_top_category_share"] = top_shares.map(lambda v: v[0]).reindex(out.index).fillna(0.0)
 
     last_touch = ev.groupby([col.USER_ID, col.PRODUCT_ID])[col.EVENT_TIME].max().rename("t").reset_index()
     recent = _ranked_lists(
         last_touch, col.USER_ID, col.PRODUCT_ID, ["t", col.PRODUCT_ID], [False, True], fd.RECENT_PRODUCTS
     )
-    out["user_recent_product_ids"] = _list_column(recent.map(lambda v: [int(x) for x in v]), out.index)
+    out["user_recent_product_ids"] = _list_column(recent, out.index)
     bought = ev[ev[col.EVENT_TYPE] == col.PURCHASE]
     last_buy = bought.groupby([col.USER_ID, col.PRODUCT_ID])[col.EVENT_TIME].max().rename("t").reset_index()
     purchased = _ranked_lists(
         last_buy, col.USER_ID, col.PRODUCT_ID, ["t", col.PRODUCT_ID], [False, True], fd.PURCHASED_PRODUCTS
     )
-    out["user_purchased_product_ids"] = _list_column(purchased.map(lambda v: [int(x) for x in v]), out.index)
+    out["user_purchased_product_ids"] = _list_column(purchased, out.index)
     out.index = out.index.astype("int64")
     return _typed(out, fd.USER_STATS)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -25,7 +24,8 @@ from shared.console import console
 from shared.errors import UserInputError
 
 EVENTS_PLACEHOLDER = "{events}"
-ONLINE_STORE_ENV = {"RECSYS_FEATURES_ONLINE_STORE": "sqlite"}  # the embedded default; Redis via RECSYS_FEATURES_*
+ONLINE_STORE_ENV = {"RECSYS_FEATURES_ONLINE_STORE": "sqlite"}  # the embedded default, unless the user chose a store
+USER_STORE_CHOICE = ("RECSYS_FEATURES_ONLINE_STORE", "RECSYS_FEATURES_REDIS_URL")
 
 
 @dataclass(frozen=True)
@@ -109,17 +109,36 @@ def check_inputs_untouched(inputs: Sequence[Path], layout: RunLayout) -> None:
             )
 
 
-def run_stage_process(command: Sequence[str], env: Mapping[str, str]) -> tuple[int, float]:
-    """Run one stage; its exit code and peak resident memory in MiB (the kernel's high-water mark, from wait4)."""
+def run_stage_process(command: Sequence[str], env: Mapping[str, str], poll_s: float = 0.05) -> tuple[int, float]:
+    """Run one stage; its exit code and peak resident memory in MiB.
+
+    The peak is the stage process's own high-water mark (``VmHWM`` in ``/proc/<pid>/status``), sampled
+    every ``poll_s`` until it exits. Not ``wait4``'s ``ru_maxrss``: Linux carries a process's high-water
+    mark across ``exec``, so a stage started by a parent holding 4 GiB of events would report 4 GiB.
+    """
     process = subprocess.Popen(list(command), env=dict(env))
+    peak_kib = 0
     try:
-        _, status, usage = os.wait4(process.pid, 0)
+        while process.poll() is None:
+            peak_kib = max(peak_kib, _high_water_kib(process.pid))
+            time.sleep(poll_s)
     except BaseException:  # Ctrl-C: stop the stage too, then let the interrupt through
         process.kill()
         process.wait()
         raise
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss / 1024  # Linux reports KiB
+    return process.returncode, peak_kib / 1024
+
+
+def _high_water_kib(pid: int) -> int:
+    """``VmHWM`` of a live process in KiB (0 once it has exited or where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def write_run_report(
@@ -137,9 +156,22 @@ def write_run_report(
     return layout.report_path
 
 
-def serve_hint(layout: RunLayout) -> str:
-    """How to serve what the run produced."""
-    env = " ".join(f"{k}={v}" for k, v in {**layout.env(), **ONLINE_STORE_ENV}.items())
+def user_chose_store(base: Mapping[str, str]) -> bool:
+    return any(base.get(name) for name in USER_STORE_CHOICE)
+
+
+def stage_env(base: Mapping[str, str], stage: Stage) -> dict[str, str]:
+    """The stage's environment: ``base`` plus the stage's defaults, except a store the user chose (e.g. Redis
+    through ``RECSYS_FEATURES_REDIS_URL``), which wins over the embedded SQLite default."""
+    chosen = user_chose_store(base)
+    return {**base, **{k: v for k, v in stage.env.items() if not (chosen and k in ONLINE_STORE_ENV)}}
+
+
+def serve_hint(layout: RunLayout, base: Mapping[str, str] | None = None) -> str:
+    """How to serve what the run produced (with the store the stages used)."""
+    base = base or {}
+    store = {k: base[k] for k in USER_STORE_CHOICE if base.get(k)} if user_chose_store(base) else ONLINE_STORE_ENV
+    env = " ".join(f"{k}={v}" for k, v in {**layout.env(), **store}.items())
     return f"{env} recsys serve"
 
 
@@ -173,7 +205,7 @@ def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = Fal
         console.print(f"\n[bold]{number}/{len(STAGES) + 1} {stage.name}[/]")
         started = time.perf_counter()
         command = stage_command(stage, layout.events_path)
-        returncode, peak_rss_mib = run_stage_process(command, {**env, **stage.env})
+        returncode, peak_rss_mib = run_stage_process(command, stage_env(env, stage))
         wall = time.perf_counter() - started
         if returncode != 0:
             write_run_report(layout, inputs, validation, reports)
@@ -184,9 +216,9 @@ def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = Fal
     write_run_report(layout, inputs, validation, reports)
     # soft_wrap: one line whatever the terminal width, so it can be copied and pasted
     console.print(f"\nDone. Outputs in {layout.out}. Serve the new champion with:", soft_wrap=True)
-    console.print(f"  {serve_hint(layout)}", soft_wrap=True, highlight=False)
+    console.print(f"  {serve_hint(layout, os.environ)}", soft_wrap=True, highlight=False)
     return layout
 
 
 def _own_peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return round(_high_water_kib(os.getpid()) / 1024, 1)

@@ -44,6 +44,9 @@ class FeatureStoreSettings(BaseSettings):
     realtime_event_log_dir: Path | None = Field(None, description="Parquet parts of events pushed after a build.")
     snapshot_freq: str = Field("1D", description="Offline snapshot spacing (pandas offset, e.g. 1D, 12h).")
     registry_cache_ttl_seconds: int = Field(60, ge=0, description="How long readers cache the registry (0 = never).")
+    online_write_batch_rows: int = Field(
+        50_000, gt=0, description="Rows Feast converts and writes per batch when materializing (bounds its memory)."
+    )
     read_timeout_ms: float = Field(100.0, gt=0, description="Socket timeout of one online read call (Redis).")
 
     @model_validator(mode="after")

@@ -14,7 +14,15 @@ import pytest
 
 from shared.errors import EventDataError, UserInputError
 from shared.event_loader import load_event_files, resolve_event_files
-from shared.pipeline_run import STAGES, RunLayout, check_inputs_untouched, run_stage_process, stage_command
+from shared.pipeline_run import (
+    STAGES,
+    RunLayout,
+    check_inputs_untouched,
+    run_stage_process,
+    serve_hint,
+    stage_command,
+    stage_env,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,13 +104,26 @@ def test_every_stage_runs_the_recsys_cli_on_the_validated_copy(tmp_path):
 
 def test_a_stage_reports_its_exit_code_and_its_own_peak_memory():
     # given a stage that holds ~200 MiB for a moment and one that fails
-    hold = "b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+    hold = "import time; b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.5)"
     # when each runs as a stage process
     ok_code, ok_peak = run_stage_process([sys.executable, "-c", hold], os.environ)
     failed_code, _ = run_stage_process([sys.executable, "-c", "raise SystemExit(3)"], os.environ)
-    # then the high-water mark is the child's (not this test process's) and the exit code comes back
+    # then the high-water mark is the child's own (not this test process's: Linux carries that across exec)
     assert ok_code == 0 and 200 <= ok_peak < 400
     assert failed_code == 3
+
+
+def test_the_embedded_sqlite_store_is_a_default_that_a_chosen_store_overrides(tmp_path):
+    features = next(stage for stage in STAGES if stage.name == "features")
+    layout = RunLayout(tmp_path / "run")
+    # nothing chosen: the stages and the serve hint use SQLite
+    assert stage_env({}, features)["RECSYS_FEATURES_ONLINE_STORE"] == "sqlite"
+    assert "RECSYS_FEATURES_ONLINE_STORE=sqlite" in serve_hint(layout, {})
+    # a Redis URL in the environment: Redis (the settings' rule), for the stages and for serving
+    chosen = {"RECSYS_FEATURES_REDIS_URL": "redis://127.0.0.1:6379/5"}
+    assert "RECSYS_FEATURES_ONLINE_STORE" not in stage_env(chosen, features)
+    assert "RECSYS_FEATURES_REDIS_URL=redis://127.0.0.1:6379/5" in serve_hint(layout, chosen)
+    assert "RECSYS_FEATURES_ONLINE_STORE" not in serve_hint(layout, chosen)
 
 
 def test_generate_refuses_to_overwrite_a_file_it_did_not_write(tmp_path):
