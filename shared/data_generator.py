@@ -1123,11 +1123,11 @@ def _events_frame(gt: GroundTruth, sessions: _Sessions, events: _Events, rng: np
             col.EVENT_TYPE: pd.Categorical.from_codes(events.event_type, categories=list(col.EVENT_TYPES)),
             col.PRODUCT_ID: gt.product_ids[events.product],
             col.CATEGORY_ID: gt.category_ids[gt.product_category[events.product]],
-            col.CATEGORY_CODE: codes.astype("string"),
-            col.BRAND: brands.astype("string"),
+            col.CATEGORY_CODE: codes.astype(col.TEXT_DTYPE),
+            col.BRAND: brands.astype(col.TEXT_DTYPE),
             col.PRICE: gt.product_price[events.product],
             col.USER_ID: gt.user_ids[sessions.user[events.session]],
-            col.USER_SESSION: pd.array(session_ids[events.session], dtype="string"),
+            col.USER_SESSION: pd.array(session_ids[events.session], dtype=col.TEXT_DTYPE),
         }
     )
     return frame[list(col.ALL_COLUMNS)]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from shared import column_names as col
 from shared.errors import EventDataError
@@ -28,6 +30,7 @@ HEAVY_USER_EVENTS = 10_000
 heaviest users have tens of thousands of views, which is crawler-like, not a shopper."""
 _SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 ID_COLUMNS = (col.PRODUCT_ID, col.USER_ID)
+TEXT_DTYPE = col.TEXT_DTYPE
 
 
 @dataclass
@@ -129,9 +132,9 @@ def _read_raw(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
+            return pq.read_table(path).to_pandas(types_mapper=_arrow_strings)
         if name.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(path, dtype=str, keep_default_na=True, na_values=[""])
+            return pd.read_csv(path, dtype=TEXT_DTYPE, keep_default_na=True, na_values=[""])
     except (
         OSError,
         ValueError,
@@ -143,6 +146,13 @@ def _read_raw(path: Path) -> pd.DataFrame:
     except Exception as exc:  # pyarrow.ArrowInvalid and friends
         raise EventDataError(f"{path}: cannot read file ({type(exc).__name__}: {exc})") from exc
     raise EventDataError(f"{path}: unsupported file type; expected one of {', '.join(_SUPPORTED_SUFFIXES)}")
+
+
+def _arrow_strings(arrow_type: pa.DataType) -> object:
+    """Read Parquet text as Arrow-backed pandas strings (see TEXT_DTYPE); other types as pandas' default."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype("pyarrow")
+    return None
 
 
 def validate_events(
@@ -166,11 +176,8 @@ def validate_events(
     out[col.EVENT_TIME] = _parse_timestamps(frame[col.EVENT_TIME], source)
     event_type, unknown_mask = _parse_event_types(frame[col.EVENT_TYPE], source, drop_unknown_event_types)
     out[col.EVENT_TYPE] = event_type
-    as_written = frame[col.EVENT_TYPE].astype("string")
-    summary.note(
-        "event_type case or spaces normalized",
-        int((~unknown_mask & (as_written != event_type.astype("string"))).sum()),
-    )
+    exact = frame[col.EVENT_TYPE].isin(col.EVENT_TYPES).to_numpy(dtype=bool)
+    summary.note("event_type case or spaces normalized", int((~unknown_mask.to_numpy() & ~exact).sum()))
     for id_column in ID_COLUMNS:
         out[id_column] = _parse_integer_ids(frame[id_column], id_column, source)
 
@@ -181,9 +188,9 @@ def validate_events(
     )
     for text_column in (col.CATEGORY_CODE, col.BRAND, col.USER_SESSION):
         out[text_column] = (
-            frame[text_column].astype("string").str.strip().replace("", pd.NA)
+            frame[text_column].astype(TEXT_DTYPE).str.strip().replace("", pd.NA)
             if text_column in frame
-            else pd.array([pd.NA] * len(frame), dtype="string")
+            else pd.Series(pd.NA, index=frame.index, dtype=TEXT_DTYPE)
         )
     out[col.PRICE] = (
         _parse_prices(frame[col.PRICE], source) if col.PRICE in frame else np.full(len(frame), np.nan, "float32")
@@ -246,7 +253,7 @@ def _parse_timestamps(values: pd.Series, source: str) -> pd.Series:
 
 
 def _parse_event_types(values: pd.Series, source: str, drop_unknown: bool) -> tuple[pd.Series, pd.Series]:
-    text = values.astype("string").str.strip().str.lower()
+    text = values.astype(TEXT_DTYPE).str.strip().str.lower()
     unknown = ~text.isin(col.EVENT_TYPES) | text.isna()
     unknown = unknown.fillna(True).astype(bool)
     if unknown.any() and not drop_unknown:

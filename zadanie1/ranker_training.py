@@ -26,7 +26,7 @@ from shared import column_names as col
 from shared import feature_definitions as fd
 from shared.cold_start_policy import ColdStartPolicyConfig
 from shared.errors import UserInputError
-from shared.feature_computation import DAY, FeatureTables, as_utc, compute_feature_tables
+from shared.feature_computation import DAY, as_utc, compute_feature_tables, compute_user_stats
 from zadanie1.candidate_generation import CandidateIndex
 from zadanie1.ranking_dataset import (
     DatasetConfig,
@@ -100,11 +100,13 @@ def plan_windows(
 
 @dataclass
 class WindowData:
-    """Everything computed as of one cutoff, plus the dataset labelled by the window after it."""
+    """What later steps need of one cutoff (its users' stats and candidate index), plus the dataset labelled
+    by the window after it. The other feature tables are dropped once the dataset is built: kept for three
+    windows, the pair table alone grew with every event."""
 
     cutoff: pd.Timestamp
     label_end: pd.Timestamp
-    tables: FeatureTables
+    user_stats: pd.DataFrame
     index: CandidateIndex
     dataset: RankingDataset
 
@@ -135,21 +137,26 @@ def prepare_window(
     max_users: int,
     feature_lookup: FeatureLookup | None = None,
 ) -> WindowData:
-    """Tables, candidate index and dataset for one cutoff (features via ``feature_lookup`` or directly)."""
-    tables = compute_feature_tables(events, cutoff)
+    """User stats, candidate index and dataset for one cutoff (features via ``feature_lookup`` or directly:
+    only the direct path computes every feature table here)."""
+    if feature_lookup is None:
+        tables = compute_feature_tables(events, cutoff)
+        user_stats, feature_lookup = tables.user_stats, direct_feature_lookup(tables)
+    else:
+        user_stats = compute_user_stats(events, cutoff)
     index = CandidateIndex.build(events, cutoff)
     dataset = build_ranking_dataset(
         events,
         cutoff,
         label_end,
         candidate_index=index,
-        user_stats=tables.user_stats,
-        feature_lookup=feature_lookup or direct_feature_lookup(tables),
+        user_stats=user_stats,
+        feature_lookup=feature_lookup,
         config=dataset_config(settings, max_users),
         sample=sample,
         cold_start=cold_start_config(settings),
     )
-    return WindowData(cutoff, label_end, tables, index, dataset)
+    return WindowData(cutoff, label_end, user_stats, index, dataset)
 
 
 # --- the two LightGBM variants -------------------------------------------------------------------

@@ -267,7 +267,7 @@ def _recall(test: WindowData, settings: TrainingSettings) -> list[RecallRow]:
     subset = {u: relevant[u] for u in users}
     rows: list[RecallRow] = []
     for n in sorted({*settings.recall_n, settings.n_candidates}):
-        rows += candidate_recall(test.index, test.tables.user_stats, subset, n)
+        rows += candidate_recall(test.index, test.user_stats, subset, n)
     return rows
 
 

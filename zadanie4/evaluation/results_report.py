@@ -41,6 +41,8 @@ REPORT_PATHS: Mapping[str, str] = {
     "loadtest": "load_test_results/test_summary.json",  # zadanie4/evaluation/bench/loadtest_runner.py
     "reliability": "reliability/report.json",  # zadanie4/evaluation/reliability/report.py write_report
     "model_comparison": "train/model_comparison.json",  # zadanie1/training_pipeline.py run_training
+    "scale": "scale/scale.json",  # zadanie4/evaluation/scale/pipeline_scale.py main
+    "serving_100k": "scale/serving_100k.json",  # zadanie4/evaluation/scale/serving_100k.py main
 }
 GATE_REPORT_GLOB = "registry/validation_*.json"  # zadanie3/gate_runner.py run_validation, one per version
 
@@ -52,6 +54,8 @@ LOADTEST_COMMAND = "make loadtest"
 RELIABILITY_COMMAND = "make reliability"
 TRAIN_COMMAND = "recsys train --out artifacts/train"
 GATE_COMMAND = "recsys registry validate challenger"
+SCALE_COMMAND = "make scale"
+SERVING_100K_COMMAND = "make scale-serving"
 
 # The hard requirements. The A/B bars are those `make ab` applies itself (zadanie4.evaluation.ab.runner.targets).
 LATENCY_RATE_RPS = 300.0
@@ -102,6 +106,8 @@ class ReportSet:
     loadtest: ReportFile
     reliability: ReportFile
     model_comparison: ReportFile
+    scale: ReportFile
+    serving_100k: ReportFile
     gate: ReportFile
 
 
@@ -524,6 +530,70 @@ def scaling_body(scaling: Json) -> list[str]:
     ]
 
 
+def scale_body(scale: Json) -> list[str]:
+    """One row per shop size: events, status, wall time and peak memory per stage, growth exponents."""
+    runs = scale["runs"]
+    stages = list(dict.fromkeys(stage["name"] for run in runs for stage in run["stages"]))
+    header = ["shop", "events", "status", "total s", "peak MiB", *(f"{name} s / MiB" for name in stages)]
+    rows = []
+    for run in runs:
+        by_name = {stage["name"]: stage for stage in run["stages"]}
+        per_stage = [
+            f"{by_name[n]['wall_s']:,.0f} / {by_name[n]['peak_rss_mib']:,.0f}" if n in by_name else "–" for n in stages
+        ]
+        rows.append(
+            [
+                f"{run['size']} ({run['users']:,} users, {run['products']:,} products)",
+                fmt_count(run["events"]),
+                run["status"],
+                f"{float(run['total_wall_s']):,.0f}",
+                f"{float(run['peak_rss_mib']):,.0f}",
+                *per_stage,
+            ]
+        )
+    growth = scale["growth"]
+    exponents = ", ".join(
+        f"{name} {g['wall_exponent']:.2f}" for name, g in growth["stages"].items() if g.get("wall_exponent") is not None
+    )
+    lines = [
+        "`recsys run` end to end on generated shops (~20 events per user, 10 users per product); wall seconds and "
+        "peak resident memory (MiB) of each stage's process. Goals: 20 M events in ≤ 45 min with ≤ 12 GiB, cost "
+        "at most linear in events.",
+        "",
+        *table(header, rows),
+    ]
+    if growth.get("total_wall_exponent") is not None:
+        lines += [
+            "",
+            f"Growth exponent b of wall time ~ events^b (1 = linear): total {growth['total_wall_exponent']:.2f}; "
+            f"{exponents}.",
+        ]
+    return lines
+
+
+def serving_100k_body(report: Json) -> list[str]:
+    """Median and range over the repeats, against the goals."""
+    figures, goals, subject = report["figures"], report["goals"], report["subject"]
+    rows = [
+        [
+            name,
+            f"{figures[name]['median']:g}",
+            f"{figures[name]['min']:g} – {figures[name]['max']:g}",
+            f"≤ {goals[name]['goal']:g}" if name in goals else "",
+            ("met" if goals[name]["met"] else "not met") if name in goals else "",
+        ]
+        for name in figures
+    ]
+    return [
+        f"The promoted model of `{subject['run']}` ({fmt_count(subject['events'])} events, "
+        f"{fmt_count(subject['products_cached'])} products with features) served from Redis; "
+        f"{report['conditions']['repeats']} freshly started services, warm users' `GET /recommend?k=10` open loop; "
+        "median and range over the repeats.",
+        "",
+        *table(["figure", "median", "range", "goal", "verdict"], rows),
+    ]
+
+
 def loadtest_body(summary: Json) -> list[str]:
     types = [*summary["per_request_type"].items(), ("overall", summary["overall"])]
     rows = [
@@ -900,6 +970,8 @@ def render_results(reports: ReportSet, figures: Mapping[str, str] | None = None)
     lines += section("Reliability", RELIABILITY_COMMAND, reports.reliability, reliability_body)
     lines += section("Model comparison", TRAIN_COMMAND, reports.model_comparison, model_comparison_body)
     lines += section("Validation gate", GATE_COMMAND, reports.gate, gate_body)
+    lines += section("Pipeline scale", SCALE_COMMAND, reports.scale, scale_body)
+    lines += section("Serving a 100 k-product shop", SERVING_100K_COMMAND, reports.serving_100k, serving_100k_body)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for size in sizes:
         runs.append(run_shop(size, out_dir, env))
         payload = {
-            **run_stamp(),
+            "run": run_stamp(),
             "command": f"make scale SIZES={args.sizes}",
             "machine": {"cores": os.cpu_count(), "memory_gib": _memory_gib()},
             "gate_min_roc_auc": float(GATE_MIN_ROC_AUC),

@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     payload = {
-        **run_stamp(),
+        "run": run_stamp(),
         "command": "make scale-serving",
         "subject": {
             "run": str(run_dir),

@@ -632,3 +632,44 @@ def test_the_machine_floor_of_the_benchmark_is_shown_beside_its_latencies(artifa
 def test_a_benchmark_without_a_machine_floor_has_no_floor_line(artifacts: Path) -> None:
     write_serving(artifacts, recommend_p99_s=0.00525)
     assert "Machine floor" not in _render(artifacts)
+
+
+def _scale_payload() -> dict[str, Any]:
+    from zadanie4.evaluation.scale.pipeline_scale import summarise
+
+    def run(size: str, events: int, seconds: float, status: str = "ok") -> dict[str, Any]:
+        stages = [
+            {"name": "validate", "wall_s": seconds * 0.1, "peak_rss_mib": 500.0, "rows": events},
+            {"name": "features", "wall_s": seconds * 0.9, "peak_rss_mib": 1000.0, "rows": events},
+        ]
+        return {
+            "size": size, "events": events, "users": events // 20, "products": events // 200, "status": status,
+            "stages": stages, "total_wall_s": seconds, "peak_rss_mib": 1000.0,
+        }  # fmt: skip
+
+    runs = [run("1m", 1_000_000, 100.0), run("5m", 5_000_000, 500.0)]
+    return {"run": STAMP, "runs": runs, "growth": summarise(runs)}
+
+
+def test_pipeline_scale_shows_each_size_and_stage_with_the_growth_exponent(artifacts: Path) -> None:
+    _write(artifacts / "scale" / "scale.json", _scale_payload())
+    markdown = _render(artifacts)
+    assert "commit `1a2b3c4`" in _header(markdown, "Pipeline scale")
+    row = _row(markdown, "5m (250,000 users")
+    assert "5,000,000" in row and "| 500 |" in row and "450 / 1,000" in row
+    assert "total 1.00; validate 1.00, features 1.00" in markdown
+
+
+def test_serving_100k_shows_median_range_and_verdict_per_goal(artifacts: Path) -> None:
+    from zadanie4.evaluation.scale.serving_100k import summarise_repeats
+
+    repeats = [{"p99_ms@300": v, "startup_s": 9.0, "rss_after_load_mib": 800.0} for v in (7.0, 12.0, 8.5)]
+    payload = {
+        "run": STAMP,
+        "subject": {"run": "artifacts/scale/runs/20m", "events": 20_000_000, "products_cached": 99_000},
+        "conditions": {"repeats": 3},
+        **summarise_repeats(repeats),
+    }
+    _write(artifacts / "scale" / "serving_100k.json", payload)
+    row = _row(_render(artifacts), "p99_ms@300")
+    assert "| 8.5 |" in row and "7 – 12" in row and "≤ 10" in row and row.endswith("| met |")
