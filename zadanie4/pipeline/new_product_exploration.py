@@ -159,9 +159,7 @@ class ThompsonExplorer:
                 (self._impressions if slot == 0 else self._clicks)[position] += 1.0
 
     # --- choosing -------------------------------------------------------------------------------
-    def _sample_positions(
-        self, n: int, exclude: Collection[int], preferred_categories: Iterable[int]
-    ) -> np.ndarray:
+    def _sample_positions(self, n: int, exclude: Collection[int], preferred_categories: Iterable[int]) -> np.ndarray:
         """Pool positions to sample this request: the preferred categories' products when at least ``n`` of
         them are not excluded, else the whole pool; a random ``MAX_SAMPLED`` of them when there are more.
 
