@@ -26,6 +26,10 @@ from shared.errors import UserInputError
 EVENTS_PLACEHOLDER = "{events}"
 ONLINE_STORE_ENV = {"RECSYS_FEATURES_ONLINE_STORE": "sqlite"}  # the embedded default, unless the user chose a store
 USER_STORE_CHOICE = ("RECSYS_FEATURES_ONLINE_STORE", "RECSYS_FEATURES_REDIS_URL")
+# Snapshots only where training looks them up: every label window back from the data end (zadanie1's
+# RECSYS_TRAIN_LABEL_DAYS, default 5) instead of every midnight; 6 files per view for 28 days instead of 28.
+SNAPSHOT_FREQ_ENV = "RECSYS_FEATURES_SNAPSHOT_FREQ"
+LABEL_DAYS_ENV, DEFAULT_LABEL_DAYS = "RECSYS_TRAIN_LABEL_DAYS", 5
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,17 @@ class Stage:
     args: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     on_failure: str = ""
+    snapshots_for_training: bool = False  # build only the snapshots training reads (unless the user set a spacing)
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("EDA", ("eda", "--events", EVENTS_PLACEHOLDER)),
-    Stage("features", ("features", "refresh", "--events", EVENTS_PLACEHOLDER), env=ONLINE_STORE_ENV),
+    Stage(
+        "features",
+        ("features", "refresh", "--events", EVENTS_PLACEHOLDER),
+        env=ONLINE_STORE_ENV,
+        snapshots_for_training=True,
+    ),
     Stage("train", ("train", "--events", EVENTS_PLACEHOLDER, "--feature-source", "feast"), env=ONLINE_STORE_ENV),
     Stage("evaluate", ("evaluate", "--events", EVENTS_PLACEHOLDER)),
     Stage("register", ("registry", "register")),
@@ -164,7 +174,10 @@ def stage_env(base: Mapping[str, str], stage: Stage) -> dict[str, str]:
     """The stage's environment: ``base`` plus the stage's defaults, except a store the user chose (e.g. Redis
     through ``RECSYS_FEATURES_REDIS_URL``), which wins over the embedded SQLite default."""
     chosen = user_chose_store(base)
-    return {**base, **{k: v for k, v in stage.env.items() if not (chosen and k in ONLINE_STORE_ENV)}}
+    env = {**base, **{k: v for k, v in stage.env.items() if not (chosen and k in ONLINE_STORE_ENV)}}
+    if stage.snapshots_for_training and not base.get(SNAPSHOT_FREQ_ENV):
+        env[SNAPSHOT_FREQ_ENV] = f"{int(base.get(LABEL_DAYS_ENV) or DEFAULT_LABEL_DAYS)}D"
+    return env
 
 
 def serve_hint(layout: RunLayout, base: Mapping[str, str] | None = None) -> str:

@@ -83,9 +83,13 @@ def data_end_of(events: pd.DataFrame) -> pd.Timestamp:
 
 
 def plan_snapshots(first_event: pd.Timestamp, data_end: pd.Timestamp, freq: str = "1D") -> SnapshotPlan:
-    """Cutoffs every ``freq`` anchored at UTC midnight, strictly after the first event, up to ``data_end``.
+    """Cutoffs every ``freq`` counted back from the UTC midnight at or after ``data_end``, strictly after the
+    first event, then ``data_end`` itself.
 
-    Raises UserInputError for an unparsable or non-positive ``freq``.
+    Counting back from the end makes ``freq = <label_days>D`` hit exactly the cutoffs training uses (every
+    ``label_days`` before the midnight after the last event), so ``recsys run`` writes 6 snapshots of a
+    28-day log instead of 28; for a ``freq`` that divides a day the cutoffs are every such step from a
+    midnight, as before. Raises UserInputError for an unparsable or non-positive ``freq``.
     """
     try:
         step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
@@ -94,9 +98,9 @@ def plan_snapshots(first_event: pd.Timestamp, data_end: pd.Timestamp, freq: str 
     if step <= pd.Timedelta(0):
         raise UserInputError(f"snapshot frequency {freq!r} must be positive")
     first, end = as_utc(first_event), as_utc(data_end)
-    anchor = first.floor("D")
-    n_steps = int((end - anchor) / step) + 1
-    aligned = [anchor + i * step for i in range(n_steps)]
+    anchor = end.ceil("D")
+    n_steps = int((anchor - first) / step) + 1
+    aligned = sorted(anchor - i * step for i in range(n_steps))
     cutoffs = [c for c in aligned if first < c < end] + [end]
     return SnapshotPlan(cutoffs=tuple(cutoffs), data_end=end)
 
@@ -237,6 +241,7 @@ def build_snapshots(
         "freq": freq,
         "data_end": plan.data_end.isoformat(),
         "first_cutoff": plan.cutoffs[0].isoformat(),
+        "cutoffs": [c.isoformat() for c in plan.cutoffs],
         "n_events": len(events),
         "snapshots": current,
     }

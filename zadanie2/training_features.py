@@ -157,6 +157,14 @@ def _check_snapshot_coverage(store: Any, stamps: pd.Series) -> None:
             f"event_timestamp {stamps.min()} .. {stamps.max()} is outside the offline snapshots {first} .. {end}; "
             "run `recsys features build` on the training events first"
         )
+    cutoffs = {pd.Timestamp(str(c)) for c in manifest.get("cutoffs") or ()}  # type: ignore[attr-defined]
+    between = sorted(t for t in pd.unique(stamps) if cutoffs and pd.Timestamp(t) not in cutoffs)
+    if len(between) and str(manifest.get("freq")) != "1D":
+        # Between two sparse snapshots Feast answers the older one: features days stale, silently.
+        raise UserInputError(
+            f"no offline snapshot at {pd.Timestamp(between[0])} (snapshots every {manifest.get('freq')}); "
+            "rebuild with `recsys features build --freq 1D` or a spacing that divides the training cutoffs"
+        )
 
 
 def _replace_rows(table: pa.Table, positions: np.ndarray, replacement: pa.Table) -> pa.Table:

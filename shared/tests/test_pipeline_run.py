@@ -126,6 +126,24 @@ def test_the_embedded_sqlite_store_is_a_default_that_a_chosen_store_overrides(tm
     assert "RECSYS_FEATURES_ONLINE_STORE" not in serve_hint(layout, chosen)
 
 
+def test_recsys_run_builds_the_snapshots_training_reads_unless_a_spacing_is_set():
+    features = next(stage for stage in STAGES if stage.name == "features")
+    train = next(stage for stage in STAGES if stage.name == "train")
+    assert stage_env({}, features)["RECSYS_FEATURES_SNAPSHOT_FREQ"] == "5D"  # zadanie1's default label window
+    assert stage_env({"RECSYS_TRAIN_LABEL_DAYS": "7"}, features)["RECSYS_FEATURES_SNAPSHOT_FREQ"] == "7D"
+    assert stage_env({"RECSYS_FEATURES_SNAPSHOT_FREQ": "1D"}, features)["RECSYS_FEATURES_SNAPSHOT_FREQ"] == "1D"
+    assert "RECSYS_FEATURES_SNAPSHOT_FREQ" not in stage_env({}, train)
+
+
+def test_the_default_spacing_is_zadanie1s_default_label_window():
+    # a contract between the parts: recsys run reads the label window from zadanie1's environment variable
+    from shared.pipeline_run import DEFAULT_LABEL_DAYS, LABEL_DAYS_ENV
+    from zadanie1.settings import TrainingSettings
+
+    assert TrainingSettings().label_days == DEFAULT_LABEL_DAYS
+    assert TrainingSettings.model_config["env_prefix"] + "LABEL_DAYS" == LABEL_DAYS_ENV
+
+
 def test_generate_refuses_to_overwrite_a_file_it_did_not_write(tmp_path):
     # given the user's own event log where the generator would write
     own = _events_csv(tmp_path / "events.csv")

@@ -130,3 +130,13 @@ def test_pushed_events_dated_before_the_batch_or_in_the_future_are_ignored(
 def test_building_without_events_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="no events"):
         build_snapshots(make_events().head(0), tmp_path)
+
+
+def test_cutoffs_counted_back_from_the_end_hit_the_training_cutoffs() -> None:
+    # given a 28-day log whose last event is on 2026-03-29 (training's end: the midnight after, 03-30)
+    plan = plan_snapshots(
+        pd.Timestamp("2026-03-01 08:00", tz="UTC"), pd.Timestamp("2026-03-29 10:00:01", tz="UTC"), "5D"
+    )
+    # then every 5 days back from 03-30 (train, valid and test cutoffs are 03-15, 03-20, 03-25), then the data end
+    assert [c.strftime("%m-%d") for c in plan.cutoffs] == ["03-05", "03-10", "03-15", "03-20", "03-25", "03-29"]
+    assert plan.cutoffs[-1] == plan.data_end

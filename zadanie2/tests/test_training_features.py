@@ -124,3 +124,36 @@ def test_category_ids_above_2_pow_53_are_joined_exactly(tmp_path: Path) -> None:
         np.testing.assert_allclose(got[spec.name], exact[spec.name].to_numpy("float64"), atol=1e-6, err_msg=spec.name)
     has_category = tables.product_stats["product_category_id"].to_numpy() >= 0
     assert not np.isnan(got["category_n_views"][has_category]).any()
+
+
+def test_sparse_snapshots_answer_at_their_cutoffs_and_refuse_between_them(tmp_path: Path) -> None:
+    # given snapshots every 3 days counted back from the data end (what `recsys run` builds for training)
+    from zadanie2.feature_store_config import open_feature_store
+    from zadanie2.materialization import apply_feature_repo
+    from zadanie2.offline_snapshots import build_snapshots
+    from zadanie2.settings import load_settings
+    from zadanie2.tests.conftest import make_events
+
+    events = make_events(n_events=400, seed=12)
+    report = build_snapshots(events, tmp_path / "offline", freq="3D")
+    settings = load_settings(
+        project="sparse",
+        repo_path=tmp_path / "repo",
+        online_store="sqlite",
+        features_dir=tmp_path,
+        offline_dir=tmp_path / "offline",
+        events_path=tmp_path / "unused.parquet",
+    )
+    store = open_feature_store(settings)
+    apply_feature_repo(settings, store)
+    lookup = feast_feature_lookup(store)
+    cutoff = report.cutoffs[-2]
+    users = events["user_id"].unique()[:20]
+    rows = pd.DataFrame({"user_id": users, "product_id": events["product_id"].iloc[0], "event_timestamp": cutoff})
+    # when looked up at a snapshot cutoff, the values are the shared functions' at that cutoff
+    got = lookup(rows)
+    want = joined_feature_columns(rows, compute_feature_tables(events, cutoff))
+    np.testing.assert_allclose(got["user_n_events"], want["user_n_events"], equal_nan=True)
+    # and a day later (between two sparse snapshots: Feast would answer features days old) it is refused
+    with pytest.raises(UserInputError, match="no offline snapshot at"):
+        lookup(rows.assign(event_timestamp=cutoff + pd.Timedelta(days=1)))
