@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,28 +92,35 @@ def test_lookup_without_timestamps_is_a_user_error(sqlite_store: BuiltStore) -> 
         feast_feature_lookup(sqlite_store.store)(pd.DataFrame({"user_id": [1], "product_id": [100]}))
 
 
-def test_category_ids_above_2_pow_53_are_joined_exactly(tmp_path: Path) -> None:
-    # given REES46-sized category ids (~2e18: neighbours collapse to one float64)
+def _store_on(events: pd.DataFrame, folder: Path, *, project: str, freq: str = "1D") -> tuple[Any, Any]:
+    """A Feast store (SQLite online, nothing materialized) applied over snapshots of ``events`` in ``folder``."""
     from zadanie2.feature_store_config import open_feature_store
     from zadanie2.materialization import apply_feature_repo
     from zadanie2.offline_snapshots import build_snapshots
     from zadanie2.settings import load_settings
+
+    report = build_snapshots(events, folder / "offline", freq=freq)
+    settings = load_settings(
+        project=project,
+        repo_path=folder / "repo",
+        online_store="sqlite",
+        features_dir=folder,
+        offline_dir=folder / "offline",
+        events_path=folder / "unused.parquet",
+    )
+    store = open_feature_store(settings)
+    apply_feature_repo(settings, store)
+    return store, report
+
+
+def test_category_ids_above_2_pow_53_are_joined_exactly(tmp_path: Path) -> None:
+    # given REES46-sized category ids (~2e18: neighbours collapse to one float64)
     from zadanie2.tests.conftest import make_events
 
     events = make_events(n_events=400, seed=11)
     big = 2053902111092659954
     events["category_id"] = (events["category_id"].astype("Int64") - 10) + big  # big, big+1, big+2, big+3
-    report = build_snapshots(events, tmp_path / "offline")
-    settings = load_settings(
-        project="big_ids",
-        repo_path=tmp_path / "repo",
-        online_store="sqlite",
-        features_dir=tmp_path,
-        offline_dir=tmp_path / "offline",
-        events_path=tmp_path / "unused.parquet",
-    )
-    store = open_feature_store(settings)
-    apply_feature_repo(settings, store)
+    store, report = _store_on(events, tmp_path, project="big_ids")
     tables = compute_feature_tables(events, report.data_end)
     products = tables.product_stats.index.to_numpy()
     rows = pd.DataFrame({"user_id": 1, "product_id": products, "event_timestamp": report.data_end})
@@ -128,24 +136,10 @@ def test_category_ids_above_2_pow_53_are_joined_exactly(tmp_path: Path) -> None:
 
 def test_sparse_snapshots_answer_at_their_cutoffs_and_refuse_between_them(tmp_path: Path) -> None:
     # given snapshots every 3 days counted back from the data end (what `recsys run` builds for training)
-    from zadanie2.feature_store_config import open_feature_store
-    from zadanie2.materialization import apply_feature_repo
-    from zadanie2.offline_snapshots import build_snapshots
-    from zadanie2.settings import load_settings
     from zadanie2.tests.conftest import make_events
 
     events = make_events(n_events=400, seed=12)
-    report = build_snapshots(events, tmp_path / "offline", freq="3D")
-    settings = load_settings(
-        project="sparse",
-        repo_path=tmp_path / "repo",
-        online_store="sqlite",
-        features_dir=tmp_path,
-        offline_dir=tmp_path / "offline",
-        events_path=tmp_path / "unused.parquet",
-    )
-    store = open_feature_store(settings)
-    apply_feature_repo(settings, store)
+    store, report = _store_on(events, tmp_path, project="sparse", freq="3D")
     lookup = feast_feature_lookup(store)
     cutoff = report.cutoffs[-2]
     users = events["user_id"].unique()[:20]
