@@ -209,7 +209,7 @@ def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = Fal
     console.print(f"  wrote the validated copy to {layout.events_path} ({wall:.1f} s)")
     rows, validation = len(loaded.events), loaded.summary.as_dict()
     reports = [
-        StageReport("validate", round(wall, 2), _own_peak_rss_mib(), loaded.summary.rows_read),
+        StageReport("validate events", round(wall, 2), _own_peak_rss_mib(), loaded.summary.rows_read),
     ]
     del loaded  # the stages read the copy; this process only waits for them
 

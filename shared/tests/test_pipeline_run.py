@@ -94,6 +94,11 @@ def test_an_output_folder_around_the_input_is_refused(tmp_path):
     check_inputs_untouched([events], RunLayout(tmp_path / "runs" / "shop"))
 
 
+def test_stage_names_are_unique_in_the_run_report():
+    names = ["validate events", *(stage.name for stage in STAGES)]
+    assert len(set(names)) == len(names)
+
+
 def test_every_stage_runs_the_recsys_cli_on_the_validated_copy(tmp_path):
     copy = RunLayout(tmp_path).events_path
     commands = [stage_command(stage, copy) for stage in STAGES]
@@ -230,6 +235,6 @@ def test_recsys_run_on_an_own_log_leaves_it_byte_identical_and_promotes_a_model(
     assert "champion" in listing.stdout
     # and run.json says what each stage cost, in the order they ran
     report = json.loads((out / "run.json").read_text())
-    assert [s["name"] for s in report["stages"]] == ["validate", *(stage.name for stage in STAGES)]
+    assert [s["name"] for s in report["stages"]] == ["validate events", *(stage.name for stage in STAGES)]
     assert report["validation"]["ignored_columns"] == ["warehouse"]
     assert all(s["wall_s"] > 0 and s["peak_rss_mib"] > 50 and s["rows"] == len(events) for s in report["stages"])
