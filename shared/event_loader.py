@@ -30,7 +30,6 @@ HEAVY_USER_EVENTS = 10_000
 heaviest users have tens of thousands of views, which is crawler-like, not a shopper."""
 _SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 ID_COLUMNS = (col.PRODUCT_ID, col.USER_ID)
-TEXT_DTYPE = col.TEXT_DTYPE
 
 
 @dataclass
@@ -134,7 +133,7 @@ def _read_raw(path: Path) -> pd.DataFrame:
         if name.endswith((".parquet", ".pq")):
             return pq.read_table(path).to_pandas(types_mapper=_arrow_strings)
         if name.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(path, dtype=TEXT_DTYPE, keep_default_na=True, na_values=[""])
+            return pd.read_csv(path, dtype=col.TEXT_DTYPE, keep_default_na=True, na_values=[""])
     except (
         OSError,
         ValueError,
@@ -149,7 +148,7 @@ def _read_raw(path: Path) -> pd.DataFrame:
 
 
 def _arrow_strings(arrow_type: pa.DataType) -> object:
-    """Read Parquet text as Arrow-backed pandas strings (see TEXT_DTYPE); other types as pandas' default."""
+    """Parquet text as Arrow-backed pandas strings (``column_names.TEXT_DTYPE``); other types as pandas reads them."""
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return pd.StringDtype("pyarrow")
     return None
@@ -188,9 +187,9 @@ def validate_events(
     )
     for text_column in (col.CATEGORY_CODE, col.BRAND, col.USER_SESSION):
         out[text_column] = (
-            frame[text_column].astype(TEXT_DTYPE).str.strip().replace("", pd.NA)
+            frame[text_column].astype(col.TEXT_DTYPE).str.strip().replace("", pd.NA)
             if text_column in frame
-            else pd.Series(pd.NA, index=frame.index, dtype=TEXT_DTYPE)
+            else pd.Series(pd.NA, index=frame.index, dtype=col.TEXT_DTYPE)
         )
     out[col.PRICE] = (
         _parse_prices(frame[col.PRICE], source) if col.PRICE in frame else np.full(len(frame), np.nan, "float32")
@@ -253,7 +252,7 @@ def _parse_timestamps(values: pd.Series, source: str) -> pd.Series:
 
 
 def _parse_event_types(values: pd.Series, source: str, drop_unknown: bool) -> tuple[pd.Series, pd.Series]:
-    text = values.astype(TEXT_DTYPE).str.strip().str.lower()
+    text = values.astype(col.TEXT_DTYPE).str.strip().str.lower()
     unknown = ~text.isin(col.EVENT_TYPES) | text.isna()
     unknown = unknown.fillna(True).astype(bool)
     if unknown.any() and not drop_unknown:

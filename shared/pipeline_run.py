@@ -22,6 +22,7 @@ from pathlib import Path
 
 from shared.console import console
 from shared.errors import UserInputError
+from shared.proc_status import status_kib
 
 EVENTS_PLACEHOLDER = "{events}"
 ONLINE_STORE_ENV = {"RECSYS_FEATURES_ONLINE_STORE": "sqlite"}  # the embedded default, unless the user chose a store
@@ -130,25 +131,13 @@ def run_stage_process(command: Sequence[str], env: Mapping[str, str], poll_s: fl
     peak_kib = 0
     try:
         while process.poll() is None:
-            peak_kib = max(peak_kib, _high_water_kib(process.pid))
+            peak_kib = max(peak_kib, status_kib(process.pid, "VmHWM"))
             time.sleep(poll_s)
     except BaseException:  # Ctrl-C: stop the stage too, then let the interrupt through
         process.kill()
         process.wait()
         raise
     return process.returncode, peak_kib / 1024
-
-
-def _high_water_kib(pid: int) -> int:
-    """``VmHWM`` of a live process in KiB (0 once it has exited or where /proc is missing)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def write_run_report(
@@ -234,4 +223,4 @@ def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = Fal
 
 
 def _own_peak_rss_mib() -> float:
-    return round(_high_water_kib(os.getpid()) / 1024, 1)
+    return round(status_kib(os.getpid(), "VmHWM") / 1024, 1)

@@ -59,9 +59,9 @@ def materialize_views(
     """Load the snapshots into the online store up to the data end of the last build.
 
     Full mode covers [final snapshot, data end]: every snapshot holds each entity's state from all
-    events before its cutoff, so the final one alone is the newest row of every entity, and Feast reads
-    one file per view instead of every daily one (at 1 M events the full history took 4.8 GiB and
-    52 s, the final snapshot alone a fraction). Incremental mode starts each view at its last
+    events before its cutoff, so the final one alone is the newest row of every entity and Feast reads
+    one file per view instead of every snapshot (what bounds Feast's memory is the write batch size in
+    the yaml, see ``online_write_batch_rows``). Incremental mode starts each view at its last
     materialized end; a view never materialized gets the final snapshot (Feast would otherwise
     start at "now - 1 year" for a view without TTL and miss older data).
     """

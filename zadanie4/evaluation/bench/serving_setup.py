@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.errors import UserInputError
+from shared.proc_status import status_kib
 from zadanie4.evaluation.bench.latency_summary import interference
 
 BIN_DIR = Path(sys.executable).parent
@@ -237,15 +238,7 @@ class ServerProcess:
 
     def rss_mib(self) -> float:
         """Resident memory of the process tree in MiB (0 when /proc is unavailable)."""
-        total_kib = 0
-        for pid in self.tree_pids():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total_kib += int(line.split()[1])
-            except OSError:
-                continue
-        return round(total_kib / 1024, 1)
+        return round(sum(status_kib(pid, "VmRSS") for pid in self.tree_pids()) / 1024, 1)
 
     def cpu_s(self) -> float:
         """User + system CPU seconds of the process tree so far."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.pipeline_run import run_stage_process
+from shared.pipeline_run import RunLayout, run_stage_process
 from shared.run_stamp import run_stamp
 
 # ~20 events per user: 1 + Poisson(0.05 x 28) sessions of ~9 views (+ carts and purchases).
@@ -44,14 +44,18 @@ class ShopSize:
     products: int
     seed: int = 42
 
+    def shape(self) -> dict[str, object]:
+        """The generator's options, as `recsys data generate` records them beside the file it wrote."""
+        return {
+            "users": self.users,
+            "products": self.products,
+            "days": DAYS,
+            "seed": self.seed,
+            "sessions_per_day": SESSIONS_PER_DAY,
+        }
+
     def generator_args(self) -> list[str]:
-        return [
-            f"--users={self.users}",
-            f"--products={self.products}",
-            f"--days={DAYS}",
-            f"--seed={self.seed}",
-            f"--sessions-per-day={SESSIONS_PER_DAY}",
-        ]
+        return [f"--{name.replace('_', '-')}={value}" for name, value in self.shape().items()]
 
 
 SIZES: dict[str, ShopSize] = {
@@ -99,9 +103,7 @@ def generate_shop(size: ShopSize, data_dir: Path, env: Mapping[str, str]) -> tup
     from shared.data_generator import generated_marker, is_generated_file
 
     events = data_dir / f"events_{size.label}.parquet"
-    wanted: dict[str, object] = {"users": size.users, "products": size.products, "days": DAYS, "seed": size.seed}
-    wanted["sessions_per_day"] = SESSIONS_PER_DAY
-    if is_generated_file(events) and json.loads(generated_marker(events).read_text()).get("config") == wanted:
+    if is_generated_file(events) and json.loads(generated_marker(events).read_text()).get("config") == size.shape():
         return events, {"name": "generate", "wall_s": 0.0, "peak_rss_mib": 0.0, "rows": None, "cached": True}
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [
@@ -131,11 +133,11 @@ def run_shop(size: ShopSize, out_dir: Path, env: Mapping[str, str]) -> dict[str,
     run_out = out_dir / "runs" / size.label
     command = [sys.executable, "-m", "shared.cli", "run", "--events", str(events), "--out", str(run_out)]
     print(f"\n=== {size.label}: {n_events:,} events, {size.users:,} users, {size.products:,} products", flush=True)
-    (run_out / "run.json").unlink(missing_ok=True)
+    report_path = RunLayout(run_out).report_path
+    report_path.unlink(missing_ok=True)
     started = time.perf_counter()
     code, _ = run_stage_process(command, env)
     wall = time.perf_counter() - started
-    report_path = run_out / "run.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {"stages": []}
     stages = report["stages"]
     return {
