@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -24,8 +24,18 @@ def step(title: str) -> Iterator[None]:
     console.print(f"  [green]done[/] {title} in {time.perf_counter() - started:.1f} s")
 
 
+_COLUMNS = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar over ``total`` units; the block gets ``advance(n)`` (hidden when not a terminal)."""
+    with Progress(*_COLUMNS, console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate with a progress bar (hidden when output is not a terminal)."""
-    columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+    with Progress(*_COLUMNS, console=console, transient=True, disable=not console.is_terminal) as progress:
         yield from progress.track(items, description=description, total=total)

@@ -179,7 +179,7 @@ def serve_hint(layout: RunLayout, base: Mapping[str, str] | None = None) -> str:
 
 def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = False) -> RunLayout:
     """Validate ``events`` (a file, a directory or a glob) into ``out`` and run every stage on the copy."""
-    from shared.event_loader import load_event_files, resolve_event_files
+    from shared.event_loader import load_event_files, resolve_event_files, write_validated_events
 
     layout = RunLayout(out)
     inputs = resolve_event_files(events)
@@ -193,7 +193,7 @@ def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = Fal
     if loaded.events.empty:
         raise UserInputError(f"{events}: no events left after validation")
     layout.data_dir.mkdir(parents=True, exist_ok=True)
-    loaded.events.to_parquet(layout.events_path, index=False)
+    write_validated_events(loaded, layout.events_path)
     wall = time.perf_counter() - started
     console.print(f"  wrote the validated copy to {layout.events_path} ({wall:.1f} s)")
     rows, validation = len(loaded.events), loaded.summary.as_dict()

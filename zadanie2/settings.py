@@ -47,6 +47,11 @@ class FeatureStoreSettings(BaseSettings):
     online_write_batch_rows: int = Field(
         50_000, gt=0, description="Rows Feast converts and writes per batch when materializing (bounds its memory)."
     )
+    redis_bulk_load: bool = Field(
+        True,
+        description="Materialize a final snapshot into Redis column at a time (the bytes Feast writes, ~10x faster); "
+        "false = Feast's own row-by-row materialization.",
+    )
     read_timeout_ms: float = Field(100.0, gt=0, description="Socket timeout of one online read call (Redis).")
 
     @model_validator(mode="after")

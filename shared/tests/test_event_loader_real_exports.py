@@ -47,3 +47,32 @@ def test_a_messy_real_export_is_read_with_a_count_for_every_quirk(tmp_path):
     assert list(loaded.events["event_type"].head(2)) == ["cart", "view"]
     assert loaded.events["event_time"].is_monotonic_increasing
     assert any(line.startswith("kept, noted (price 0): 1") for line in summary.lines())
+
+
+def test_the_validated_copy_loads_as_the_same_frame_and_summary(tmp_path):
+    from shared.event_loader import write_validated_events
+
+    # given a messy export, validated once and written as the validated copy
+    frame = pd.DataFrame(
+        {
+            "event_time": ["2019-10-01 00:00:02 UTC", "2019-10-01 00:00:01 UTC", "2019-10-01 00:00:01 UTC"],
+            "event_type": ["View", "purchase", "purchase"],
+            "product_id": [1, 2, 2],
+            "category_id": ["2053013555631882655", "", ""],
+            "brand": ["", "acme", "acme"],
+            "price": ["0", "5.5", "5.5"],
+            "user_id": [7, 8, 8],
+        }
+    )
+    frame.to_csv(tmp_path / "export.csv", index=False)
+    first = load_events(tmp_path / "export.csv")
+    copy = write_validated_events(first, tmp_path / "validated.parquet")
+    # when the copy is loaded
+    again = load_events(copy)
+    # then it is the frame and summary of the first validation, dtypes included
+    pd.testing.assert_frame_equal(again.events, first.events)
+    assert again.summary == first.summary
+    assert list(again.events["event_type"].cat.categories) == list(first.events["event_type"].cat.categories)
+    # and a plain Parquet file with the same rows is validated as usual (nothing marks it)
+    first.events.to_parquet(tmp_path / "plain.parquet", index=False)
+    assert load_events(tmp_path / "plain.parquet").summary.source.endswith("plain.parquet")

@@ -90,7 +90,9 @@ def offline_data(tmp_path_factory: pytest.TempPathFactory) -> OfflineData:
     return OfflineData(root, events_path, offline_dir, events, report)
 
 
-def store_settings(offline: OfflineData, kind: str, project: str, folder: Path) -> FeatureStoreSettings:
+def store_settings(
+    offline: OfflineData, kind: str, project: str, folder: Path, **overrides: object
+) -> FeatureStoreSettings:
     """Settings of one store on the shared snapshots; registry, online DB and event log in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     return load_settings(
@@ -103,6 +105,7 @@ def store_settings(offline: OfflineData, kind: str, project: str, folder: Path) 
         offline_dir=offline.offline_dir,
         realtime_event_log_dir=folder / "realtime_events",
         registry_cache_ttl_seconds=0,
+        **overrides,
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from shared.pipeline_run import RunLayout, run_stage_process
 from shared.run_stamp import run_stamp
+from zadanie4.evaluation.bench.serving_benchmark import BENCH_REDIS_URL
 
 # ~20 events per user: 1 + Poisson(0.05 x 28) sessions of ~9 views (+ carts and purchases).
 SESSIONS_PER_DAY = 0.05
@@ -123,9 +124,11 @@ def generate_shop(size: ShopSize, data_dir: Path, env: Mapping[str, str]) -> tup
     return events, {"name": "generate", "wall_s": round(time.perf_counter() - started, 2), "peak_rss_mib": peak}
 
 
-def run_shop(size: ShopSize, out_dir: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def run_shop(size: ShopSize, out_dir: Path, env: Mapping[str, str], redis_url: str) -> dict[str, Any]:
     """Generate and run one shop; its row of ``scale.json`` (status ``ok`` or the stage that failed)."""
     import pyarrow.parquet as pq
+
+    from zadanie4.evaluation.bench.serving_setup import flush_redis_db
 
     events, generation = generate_shop(size, out_dir / "data", env)
     n_events = pq.ParquetFile(events).metadata.num_rows
@@ -135,13 +138,16 @@ def run_shop(size: ShopSize, out_dir: Path, env: Mapping[str, str]) -> dict[str,
     print(f"\n=== {size.label}: {n_events:,} events, {size.users:,} users, {size.products:,} products", flush=True)
     report_path = RunLayout(run_out).report_path
     report_path.unlink(missing_ok=True)
+    flush_redis_db(redis_url)
     started = time.perf_counter()
-    code, _ = run_stage_process(command, env)
+    code, _ = run_stage_process(command, {**env, **online_store_env(redis_url)})
     wall = time.perf_counter() - started
     report = json.loads(report_path.read_text()) if report_path.exists() else {"stages": []}
     stages = report["stages"]
     return {
         "size": size.label,
+        "run": run_stamp(),
+        "online_store": redis_url,
         "events": n_events,
         "users": size.users,
         "products": size.products,
@@ -151,6 +157,19 @@ def run_shop(size: ShopSize, out_dir: Path, env: Mapping[str, str]) -> dict[str,
         "total_wall_s": round(wall, 2),
         "peak_rss_mib": max((s["peak_rss_mib"] for s in stages), default=0.0),
     }
+
+
+def online_store_env(redis_url: str) -> dict[str, str]:
+    """A shop of millions of events serves from Redis: the run materializes there (the benchmark's own db)."""
+    return {"RECSYS_FEATURES_ONLINE_STORE": "redis", "RECSYS_FEATURES_REDIS_URL": redis_url}
+
+
+def merged_runs(previous: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of this invocation, plus earlier runs of sizes it did not run (``make scale SIZES=20m``
+    keeps the 1m and 5m rows), ordered by events."""
+    sizes = {run["size"] for run in new}
+    kept = [dict(run) for run in previous if run["size"] not in sizes]
+    return sorted([*kept, *(dict(run) for run in new)], key=lambda run: run["events"])
 
 
 def write_plot(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -189,18 +208,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default="1m,5m,20m", help="comma-separated: 1m, 5m, 20m")
     parser.add_argument("--out", type=Path, default=Path("artifacts/scale"))
+    parser.add_argument("--redis-url", default=BENCH_REDIS_URL, help="online store db (FLUSHED per size): %(default)s")
     args = parser.parse_args(argv)
     sizes = parse_sizes(args.sizes)
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "RECSYS_REGISTRY_GATE_MIN_ROC_AUC": GATE_MIN_ROC_AUC}
-    runs = []
     report_path = out_dir / "scale.json"
+    previous = json.loads(report_path.read_text()).get("runs", []) if report_path.exists() else []
+    new_runs: list[dict[str, Any]] = []
     for size in sizes:
-        runs.append(run_shop(size, out_dir, env))
+        new_runs.append(run_shop(size, out_dir, env, args.redis_url))
+        runs = merged_runs(previous, new_runs)
         payload = {
             "run": run_stamp(),
-            "command": f"make scale SIZES={args.sizes}",
+            "command": "make scale SIZES=" + ",".join(run["size"] for run in runs),
             "machine": {"cores": os.cpu_count(), "memory_gib": _memory_gib()},
             "gate_min_roc_auc": float(GATE_MIN_ROC_AUC),
             "runs": runs,
@@ -208,13 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         report_path.write_text(json.dumps(payload, indent=2) + "\n")  # after every size: a long run keeps its rows
         write_plot(runs, out_dir / "scale.png")
-    for run in runs:
+    for run in new_runs:
         print(
             f"{run['size']:>4}: {run['events']:>11,} events  {run['status']:<20} "
             f"{run['total_wall_s']:>8.0f} s  peak {run['peak_rss_mib']:>7,.0f} MiB"
         )
     print(f"wrote {report_path} and {out_dir / 'scale.png'}")
-    return 0 if all(run["status"] == "ok" for run in runs) else 1
+    return 0 if all(run["status"] == "ok" for run in new_runs) else 1
 
 
 def _memory_gib() -> float | None:

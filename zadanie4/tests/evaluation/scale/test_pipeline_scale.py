@@ -58,3 +58,22 @@ def test_serving_repeats_are_summarised_by_median_and_range_against_the_goals():
     assert summary["goals"]["startup_s"]["met"] is True
     assert summary["goals"]["rss_after_load_mib"]["median"] == 910.0
     assert "max_rps" not in summary["figures"]  # a figure no repeat has is left out, not invented
+
+
+def test_a_run_of_some_sizes_keeps_the_earlier_rows_of_the_others():
+    from zadanie4.evaluation.scale.pipeline_scale import merged_runs
+
+    # given scale.json rows of 1m and 5m, and a new run of 5m and 20m
+    previous = [{"size": "1m", "events": 1, "tag": "old"}, {"size": "5m", "events": 5, "tag": "old"}]
+    new = [{"size": "20m", "events": 20, "tag": "new"}, {"size": "5m", "events": 5, "tag": "new"}]
+    # when merged
+    runs = merged_runs(previous, new)
+    # then the 1m row stays, 5m is replaced, and rows are ordered by events
+    assert [(run["size"], run["tag"]) for run in runs] == [("1m", "old"), ("5m", "new"), ("20m", "new")]
+
+
+def test_scale_runs_materialize_into_the_benchmarks_redis_db():
+    from zadanie4.evaluation.scale.pipeline_scale import online_store_env
+
+    env = online_store_env("redis://127.0.0.1:6379/13")
+    assert env == {"RECSYS_FEATURES_ONLINE_STORE": "redis", "RECSYS_FEATURES_REDIS_URL": "redis://127.0.0.1:6379/13"}
