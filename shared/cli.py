@@ -67,15 +67,21 @@ def generate_command(
 
 @data_app.command("validate")
 def validate_command(
-    path: Path = typer.Argument(..., help="Events file (CSV, CSV.gz or Parquet)."),
+    path: str = typer.Argument(..., help="Events: a CSV, CSV.gz or Parquet file, a directory or a glob."),
     drop_unknown_event_types: bool = typer.Option(False, help="Drop rows with unknown event types (counted)."),
+    copy_to: Path | None = typer.Option(None, help="Also write the validated events to this new Parquet file."),
 ) -> None:
-    """Check an events file against the schema and print the validation summary."""
-    from shared.event_loader import load_events, summary_counts
+    """Check events against the schema and print the validation summary (optionally keep a validated copy)."""
+    from shared.event_loader import load_event_files, summary_counts, write_validated_events
 
-    loaded = load_events(path, drop_unknown_event_types=drop_unknown_event_types)
+    loaded = load_event_files(path, drop_unknown_event_types=drop_unknown_event_types)
     for line in loaded.summary.lines():
         console.print(line)
+    if copy_to is not None:
+        if loaded.events.empty:
+            raise UserInputError(f"{path}: no events left after validation")
+        write_validated_events(loaded, copy_to)
+        console.print(f"wrote the validated copy to {copy_to}")
     for name, value in summary_counts(loaded.events).items():
         console.print(f"{name}: {value:,}")
     if len(loaded.events):

@@ -150,8 +150,8 @@ def write_validated_events(loaded: LoadedEvents, path: Path) -> Path:
     return path
 
 
-def _read_validated(path: Path) -> LoadedEvents | None:
-    """The frame of a file written by :func:`write_validated_events`, or None for any other file."""
+def _validated_file(path: Path) -> tuple[pq.ParquetFile, ValidationSummary] | None:
+    """The Parquet file and stored summary of a file written by :func:`write_validated_events`, else None."""
     if not path.name.lower().endswith((".parquet", ".pq")):
         return None
     try:
@@ -164,21 +164,36 @@ def _read_validated(path: Path) -> LoadedEvents | None:
     info = json.loads(marker)
     if info.get("rows") != parquet.metadata.num_rows:
         return None
+    stored = info["summary"]
+    summary = ValidationSummary(
+        source=str(stored["source"]),
+        rows_read=int(stored["rows_read"]),
+        rows_kept=int(stored["rows_kept"]),
+        dropped=dict(stored["dropped"]),
+        noted=dict(stored["noted"]),
+        ignored_columns=list(stored["ignored_columns"]),
+    )
+    return parquet, summary
+
+
+def read_validated_summary(path: Path) -> ValidationSummary:
+    """The validation summary stored in a validated copy (read from its metadata only)."""
+    found = _validated_file(Path(path))
+    if found is None:
+        raise EventDataError(f"{path}: not a validated copy written by recsys")
+    return found[1]
+
+
+def _read_validated(path: Path) -> LoadedEvents | None:
+    """The frame of a file written by :func:`write_validated_events`, or None for any other file."""
+    found = _validated_file(path)
+    if found is None:
+        return None
+    parquet, summary = found
     events = parquet.read().to_pandas(types_mapper=_arrow_strings, split_blocks=True, self_destruct=True)
     events[col.EVENT_TYPE] = events[col.EVENT_TYPE].cat.set_categories(list(col.EVENT_TYPES))
     events[col.CATEGORY_ID] = events[col.CATEGORY_ID].astype("Int64")
-    summary = info["summary"]
-    return LoadedEvents(
-        events=events,
-        summary=ValidationSummary(
-            source=str(summary["source"]),
-            rows_read=int(summary["rows_read"]),
-            rows_kept=int(summary["rows_kept"]),
-            dropped=dict(summary["dropped"]),
-            noted=dict(summary["noted"]),
-            ignored_columns=list(summary["ignored_columns"]),
-        ),
-    )
+    return LoadedEvents(events=events, summary=summary)
 
 
 def _read_raw(path: Path) -> pd.DataFrame:

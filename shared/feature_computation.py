@@ -42,8 +42,15 @@ def as_utc(ts: str | pd.Timestamp) -> pd.Timestamp:
 
 
 def events_before(events: pd.DataFrame, cutoff: str | pd.Timestamp) -> pd.DataFrame:
-    """Events strictly before ``cutoff`` — the only events any feature may see."""
-    return events[events[col.EVENT_TIME] < as_utc(cutoff)]
+    """Events strictly before ``cutoff`` — the only events any feature may see.
+
+    A time-sorted frame (every validated log is) is sliced, which shares its columns instead of copying
+    the whole log once per cutoff; the rows, their order and index are the same either way.
+    """
+    times = events[col.EVENT_TIME]
+    if times.is_monotonic_increasing:
+        return events.iloc[: int(times.searchsorted(as_utc(cutoff), side="left"))]
+    return events[times < as_utc(cutoff)]
 
 
 def _type_counts(events: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -179,28 +179,27 @@ def serve_hint(layout: RunLayout, base: Mapping[str, str] | None = None) -> str:
 
 def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = False) -> RunLayout:
     """Validate ``events`` (a file, a directory or a glob) into ``out`` and run every stage on the copy."""
-    from shared.event_loader import load_event_files, resolve_event_files, write_validated_events
+    from shared.event_loader import read_validated_summary, resolve_event_files
 
     layout = RunLayout(out)
     inputs = resolve_event_files(events)
     check_inputs_untouched(inputs, layout)
     listed = ", ".join(str(p) for p in inputs[:5]) + (f" and {len(inputs) - 5} more" if len(inputs) > 5 else "")
-    console.print(f"[bold]validate[/] {len(inputs)} file(s): {listed}", soft_wrap=True)
-    started = time.perf_counter()
-    loaded = load_event_files(events, drop_unknown_event_types=drop_unknown_event_types)
-    for line in loaded.summary.lines():
-        console.print(f"  {line}")
-    if loaded.events.empty:
-        raise UserInputError(f"{events}: no events left after validation")
+    console.print(f"[bold]1/{len(STAGES) + 1} validate[/] {len(inputs)} file(s): {listed}", soft_wrap=True)
+    # In its own process like every stage: the parent keeps no copy of the log while the stages run.
     layout.data_dir.mkdir(parents=True, exist_ok=True)
-    write_validated_events(loaded, layout.events_path)
+    command = [sys.executable, "-m", "shared.cli", "data", "validate", events, "--copy-to", str(layout.events_path)]
+    if drop_unknown_event_types:
+        command.append("--drop-unknown-event-types")
+    started = time.perf_counter()
+    layout.events_path.unlink(missing_ok=True)
+    returncode, peak_rss_mib = run_stage_process(command, os.environ)
     wall = time.perf_counter() - started
-    console.print(f"  wrote the validated copy to {layout.events_path} ({wall:.1f} s)")
-    rows, validation = len(loaded.events), loaded.summary.as_dict()
-    reports = [
-        StageReport("validate events", round(wall, 2), _own_peak_rss_mib(), loaded.summary.rows_read),
-    ]
-    del loaded  # the stages read the copy; this process only waits for them
+    if returncode != 0 or not layout.events_path.exists():
+        raise UserInputError(f"{events}: validation failed (its message is above); nothing was run")
+    summary = read_validated_summary(layout.events_path)
+    rows, validation = int(summary.rows_kept), summary.as_dict()
+    reports = [StageReport("validate events", round(wall, 2), round(peak_rss_mib, 1), summary.rows_read)]
 
     env = {**os.environ, **layout.env(), "MLFLOW_DISABLE_TELEMETRY": "true"}
     for number, stage in enumerate(STAGES, 2):
@@ -220,7 +219,3 @@ def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = Fal
     console.print(f"\nDone. Outputs in {layout.out}. Serve the new champion with:", soft_wrap=True)
     console.print(f"  {serve_hint(layout, os.environ)}", soft_wrap=True, highlight=False)
     return layout
-
-
-def _own_peak_rss_mib() -> float:
-    return round(status_kib(os.getpid(), "VmHWM") / 1024, 1)

@@ -366,51 +366,82 @@ def session_codes(events: pd.DataFrame, gap_minutes: float) -> np.ndarray:
     return codes
 
 
+WEIGHT_QUANTUM: Final = 2.0**-32
+"""Co-visitation weights are summed as integers of this unit (exact, so the sum does not depend on the
+order DuckDB's threads add them in; 2.3e-10 is far below any difference that matters to a ranking)."""
+
+_COVISITATION_SQL: Final = """
+WITH items AS (  -- one row per (session, product): its last time, strongest event, first appearance
+    SELECT s, p, max(t) AS t, max(w) AS w, min(i) AS first FROM ev GROUP BY s, p
+), ranked AS (  -- the session's last distinct products, newest first
+    SELECT s, p, t, w, row_number() OVER (PARTITION BY s ORDER BY t DESC, first) AS rank FROM items
+), kept AS (
+    SELECT s, p, w, max(t) OVER (PARTITION BY s) AS session_t, count(*) OVER (PARTITION BY s) AS size
+    FROM ranked WHERE rank <= $max_session_products
+), weighted AS (
+    SELECT s, p, w, pow(0.5, ($cutoff_ns - session_t) / $day_ns / $half_life_days) AS decay
+    FROM kept WHERE size >= 2
+), pairs AS (
+    SELECT l.p AS a, r.p AS b, sum(CAST(round(l.decay * r.w / $quantum) AS BIGINT)) AS q
+    FROM weighted l JOIN weighted r ON l.s = r.s AND l.p <> r.p
+    GROUP BY l.p, r.p
+), best AS (
+    SELECT a, b, q, row_number() OVER (PARTITION BY a ORDER BY q DESC, b) AS rank FROM pairs
+)
+SELECT a, b, CAST(q AS DOUBLE) AS q FROM best WHERE rank <= $neighbors ORDER BY a, rank
+"""
+
+
 def covisitation_neighbors(
-    events: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig
+    events: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig, *, memory_limit: str = "4GB"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Top co-visited products per product as CSR arrays (keys, ptr, neighbour ids, scores).
 
     Pairs come from distinct products of one session (its last ``max_session_products``); a pair's
     weight is the session's decay ``0.5 ** (age_days / half_life_days)`` times the neighbour's
-    strongest event weight in that session (view 1, cart 2, purchase 3).
+    strongest event weight in that session (view 1, cart 2, purchase 3). Neighbours are ordered by
+    weight, then id. Counted by DuckDB (multithreaded, spilling past ``memory_limit``): the session
+    self-join has ~70 rows per session, 160 M for a 20 M-event log, which pandas would hold in memory.
     """
     empty = (np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
     if events.empty:
         return empty
-    frame = pd.DataFrame(
+    import tempfile
+
+    import duckdb
+
+    ev = pd.DataFrame(
         {
             "s": session_codes(events, config.session_gap_minutes),
             "p": events[col.PRODUCT_ID].to_numpy(dtype=np.int64),
             "t": _nanoseconds(events[col.EVENT_TIME]),
             "w": events[col.EVENT_TYPE].astype(str).map(COVISIT_EVENT_WEIGHTS).fillna(1.0).to_numpy(np.float64),
+            "i": np.arange(len(events), dtype=np.int64),
         }
     )
-    items = frame.groupby(["s", "p"], sort=False).agg(t=("t", "max"), w=("w", "max")).reset_index()
-    items = items.sort_values(["s", "t"], ascending=[True, False], kind="stable")
-    items = items[items.groupby("s", sort=False).cumcount() < config.max_session_products]
-    session_time = items.groupby("s", sort=False)["t"].transform("max").to_numpy()
-    age_days = (cutoff.value - session_time) / (DAY.value)
-    items = items.assign(decay=np.power(0.5, age_days / config.half_life_days))
-    sizes = items.groupby("s", sort=False)["p"].transform("size")
-    items = items[sizes.to_numpy() >= 2]
-    if items.empty:
+    with tempfile.TemporaryDirectory(prefix="recsys_covisit_") as spill, duckdb.connect() as db:
+        db.execute(f"SET memory_limit = '{memory_limit}'")
+        db.execute(f"SET temp_directory = '{spill}'")
+        db.register("ev", ev)
+        table = db.execute(
+            _COVISITATION_SQL,
+            {
+                "max_session_products": config.max_session_products,
+                "cutoff_ns": float(cutoff.value),
+                "day_ns": float(DAY.value),
+                "half_life_days": float(config.half_life_days),
+                "quantum": WEIGHT_QUANTUM,
+                "neighbors": config.neighbors_per_product,
+            },
+        ).fetchnumpy()
+    del ev
+    a, b, q = (np.asarray(table[name]) for name in ("a", "b", "q"))
+    if len(a) == 0:
         return empty
-    left = items[["s", "p", "decay"]].rename(columns={"p": "a"})
-    right = items[["s", "p", "w"]].rename(columns={"p": "b"})
-    pairs = left.merge(right, on="s", sort=False)
-    pairs = pairs[pairs["a"].to_numpy() != pairs["b"].to_numpy()]
-    weights = pairs["decay"].to_numpy() * pairs["w"].to_numpy()
-    summed = pd.Series(weights).groupby([pairs["a"].to_numpy(), pairs["b"].to_numpy()]).sum()
-    table = summed.rename("score").reset_index()
-    table.columns = ["a", "b", "score"]
-    table = table.sort_values(["a", "score", "b"], ascending=[True, False, True], kind="stable")
-    table = table[table.groupby("a", sort=False).cumcount() < config.neighbors_per_product]
-    best = table.groupby("a", sort=False)["score"].transform("max").to_numpy()
-    keys, counts = np.unique(table["a"].to_numpy(), return_counts=True)
+    keys, starts, counts = np.unique(a, return_index=True, return_counts=True)
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    scores = (table["score"].to_numpy() / best).astype(np.float32)
-    return keys.astype(np.int64), ptr, table["b"].to_numpy(dtype=np.int64), scores
+    scores = (q / np.repeat(q[starts], counts)).astype(np.float32)  # the first of each product is its best
+    return keys.astype(np.int64), ptr, b.astype(np.int64), scores
 
 
 # --- popularity model persistence (plain arrays) ----------------------------------------------------

@@ -134,3 +134,56 @@ def test_recall_counts_relevant_pairs_found_by_each_source() -> None:
 def test_categories_of_is_vectorised_with_minus_one_for_unknown() -> None:
     index = CandidateIndex.build(session_events(), CUTOFF)
     assert index.categories_of(np.array([1, 3, 999])).tolist() == [100, 200, -1]
+
+
+def _pandas_reference_neighbors(events: pd.DataFrame, cutoff: pd.Timestamp, config: CandidateConfig):
+    """The in-memory pandas counting the DuckDB query replaced (weights summed in the same integer unit)."""
+    from shared import column_names as col
+    from shared.feature_computation import DAY, events_before
+    from zadanie1.candidate_generation import COVISIT_EVENT_WEIGHTS, WEIGHT_QUANTUM
+
+    events = events_before(events, cutoff)
+    frame = pd.DataFrame(
+        {
+            "s": session_codes(events, config.session_gap_minutes),
+            "p": events[col.PRODUCT_ID].to_numpy(dtype=np.int64),
+            "t": np.asarray(events[col.EVENT_TIME].dt.as_unit("ns").array.asi8, dtype=np.int64),
+            "w": events[col.EVENT_TYPE].astype(str).map(COVISIT_EVENT_WEIGHTS).fillna(1.0).to_numpy(np.float64),
+        }
+    )
+    items = frame.groupby(["s", "p"], sort=False).agg(t=("t", "max"), w=("w", "max")).reset_index()
+    items = items.sort_values(["s", "t"], ascending=[True, False], kind="stable")
+    items = items[items.groupby("s", sort=False).cumcount() < config.max_session_products]
+    session_time = items.groupby("s", sort=False)["t"].transform("max").to_numpy()
+    items = items.assign(decay=np.power(0.5, (cutoff.value - session_time) / DAY.value / config.half_life_days))
+    items = items[items.groupby("s", sort=False)["p"].transform("size").to_numpy() >= 2]
+    left = items[["s", "p", "decay"]].rename(columns={"p": "a"})
+    right = items[["s", "p", "w"]].rename(columns={"p": "b"})
+    pairs = left.merge(right, on="s", sort=False)
+    pairs = pairs[pairs["a"].to_numpy() != pairs["b"].to_numpy()]
+    quanta = np.round(pairs["decay"].to_numpy() * pairs["w"].to_numpy() / WEIGHT_QUANTUM).astype(np.int64)
+    table = pd.Series(quanta).groupby([pairs["a"].to_numpy(), pairs["b"].to_numpy()]).sum().rename("q").reset_index()
+    table.columns = ["a", "b", "q"]
+    table = table.sort_values(["a", "q", "b"], ascending=[True, False, True], kind="stable")
+    table = table[table.groupby("a", sort=False).cumcount() < config.neighbors_per_product]
+    best = table.groupby("a", sort=False)["q"].transform("max").to_numpy()
+    keys, counts = np.unique(table["a"].to_numpy(), return_counts=True)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return keys, ptr, table["b"].to_numpy(), (table["q"].to_numpy() / best).astype(np.float32)
+
+
+@pytest.mark.parametrize("neighbors", [40, 3])
+def test_duckdb_covisitation_equals_the_pandas_counting(small_events: pd.DataFrame, neighbors: int) -> None:
+    from zadanie1.candidate_generation import covisitation_neighbors
+
+    # given a generated shop (sessions with ties in time, carts and purchases) and a cutoff inside it
+    cutoff = pd.Timestamp("2026-10-15", tz="UTC")
+    config = CandidateConfig(neighbors_per_product=neighbors, max_session_products=6)
+    # when both count co-visitation
+    expected = _pandas_reference_neighbors(small_events, cutoff, config)
+    actual = covisitation_neighbors(small_events[small_events["event_time"] < cutoff], cutoff, config)
+    # then keys, offsets, neighbours and their order are identical, and scores equal
+    assert len(expected[2]) > 500
+    for got, want in zip(actual[:3], expected[:3], strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(actual[3], expected[3], rtol=1e-6)
