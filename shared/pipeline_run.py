@@ -200,6 +200,7 @@ def run_pipeline(events: str, out: Path, *, drop_unknown_event_types: bool = Fal
     summary = read_validated_summary(layout.events_path)
     rows, validation = int(summary.rows_kept), summary.as_dict()
     reports = [StageReport("validate events", round(wall, 2), round(peak_rss_mib, 1), summary.rows_read)]
+    console.print(f"  validate events done in {wall:.1f} s (peak memory {peak_rss_mib:,.0f} MiB)")
 
     env = {**os.environ, **layout.env(), "MLFLOW_DISABLE_TELEMETRY": "true"}
     for number, stage in enumerate(STAGES, 2):

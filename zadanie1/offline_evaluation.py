@@ -12,7 +12,9 @@
 * Baselines: ``popularity`` = the time-decayed popularity list minus purchased products;
   ``random`` = uniform over the catalogue (products with an event before the cutoff), seeded.
 * Relevant items = products the user touched (any event type) in the holdout; users evaluated =
-  users with at least one holdout event; coverage = share of the catalogue in anyone's top-k.
+  users with at least one holdout event (a seeded sample of ``evaluate_max_users`` when there are
+  more: 20 k users put a precision@10 of 0.1 within ~±0.004 at 95 %); coverage = share of the
+  catalogue in anyone's top-k.
 * The recommender config (candidates per user, diversity cap) is zadanie1's by default (150 / 5);
   ``serve_n_candidates`` and ``max_per_category`` evaluate the service's (500 / 3) with the same ranker.
 """
@@ -90,8 +92,12 @@ class ServingState:
     user_rows: dict[int, dict[str, Any]]
 
     @classmethod
-    def at(cls, events: pd.DataFrame, cutoff: pd.Timestamp) -> ServingState:
+    def at(cls, events: pd.DataFrame, cutoff: pd.Timestamp, users: Sequence[int] | None = None) -> ServingState:
+        """The state at ``cutoff``; ``users``: the only users whose rows are kept as dicts (all when None)."""
         tables = compute_feature_tables(events, cutoff)
+        user_stats = tables.user_stats
+        if users is not None:
+            user_stats = user_stats[user_stats.index.isin(np.asarray(users, dtype=np.int64))]
         popularity = PopularityModel.fit(events, cutoff)
         index = CandidateIndex.build(events, cutoff, popularity=popularity)
         return cls(
@@ -100,7 +106,7 @@ class ServingState:
             index=index,
             products=ProductFeatureBlock.from_frames(tables.product_stats, tables.category_stats),
             pairs=TablePairLookup(tables.user_product_interactions),
-            user_rows=tables.user_stats.to_dict("index"),
+            user_rows=user_stats.to_dict("index"),
         )
 
     def recommend(self, user_id: int, ranker: Scorer | None, k: int, config: RecommenderConfig) -> list[int]:
@@ -169,12 +175,18 @@ def evaluate_offline(
         details.update(fit_details)
     timings["train_ranker_seconds"] = time.perf_counter() - started
 
-    mark = time.perf_counter()
-    state = ServingState.at(events, cutoff)
-    timings["serving_state_seconds"] = time.perf_counter() - mark
-
     relevant = relevant_sets(window_relevance(events, cutoff, after[col.EVENT_TIME].max() + pd.Timedelta(seconds=1)))
     users = sorted(relevant)
+    details["holdout_users"] = len(users)
+    if len(users) > settings.evaluate_max_users:  # a seeded sample: the metrics' error shrinks as 1/sqrt(users)
+        picked = np.random.default_rng(settings.seed).choice(len(users), settings.evaluate_max_users, replace=False)
+        users = [users[i] for i in np.sort(picked)]
+    details["evaluated_users"] = len(users)
+
+    mark = time.perf_counter()
+    state = ServingState.at(events, cutoff, users)
+    timings["serving_state_seconds"] = time.perf_counter() - mark
+
     config = recommender_config(settings)
     catalogue = state.tables.product_stats.index.to_numpy(dtype=np.int64)
     rng = np.random.default_rng(settings.seed)
@@ -265,7 +277,8 @@ def render_evaluation_report(result: EvaluationResult) -> str:
     choice = details.get("choice_reason", "a ranker passed in by the caller")
     notes = [
         "Relevant = products the user interacted with (any event type) in the holdout; users = everyone with a "
-        "holdout event; products purchased before the cutoff are never recommended (every method).",
+        f"holdout event ({details.get('evaluated_users', 0):,} of {details.get('holdout_users', 0):,}: a seeded "
+        "sample beyond evaluate_max_users); products purchased before the cutoff are never recommended (every method).",
         "cold_users = no event before the cutoff: served by the same cold-start path as the service "
         "(popularity, by category when known). Evaluated users by stage: "
         f"{stages.get('cold', 0):,} cold, {stages.get('light', 0):,} light, {stages.get('warm', 0):,} warm.",

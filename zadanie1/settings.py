@@ -40,6 +40,9 @@ class TrainingSettings(BaseSettings):
         description="candidates the recommender scores per user in `recsys evaluate` (None = n_candidates, as "
         "trained); zadanie4 serves 500 by default",
     )
+    evaluate_max_users: int = Field(
+        20_000, ge=100, description="holdout users `recsys evaluate` scores (a seeded sample when there are more)"
+    )
     warm_threshold_events: int = Field(5, ge=0, description="more events than this = warm user")
     cold_trending_share: float = Field(0.0, ge=0, le=1, description="share of a cold user's list from trending")
 

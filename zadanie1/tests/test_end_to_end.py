@@ -183,3 +183,18 @@ def test_evaluate_scores_the_candidate_count_and_cap_it_is_given(small_events: p
 def _split_sizes(events: pd.DataFrame, cutoff: str) -> tuple[int, int]:
     n_train = int((events[col.EVENT_TIME] < pd.Timestamp(cutoff)).sum())
     return n_train, len(events) - n_train
+
+
+def test_evaluate_scores_a_seeded_sample_when_there_are_more_holdout_users(
+    small_events: pd.DataFrame, trained_ranker
+) -> None:
+    # given a cap below the number of users with holdout events
+    settings = fast_settings(evaluate_max_users=100)
+    # when evaluated twice
+    first = evaluate_offline(small_events, settings=settings, holdout_days=4, ranker=trained_ranker)
+    again = evaluate_offline(small_events, settings=settings, holdout_days=4, ranker=trained_ranker)
+    # then 100 of them are scored, the same 100 each time, and the report says how many of how many
+    assert first.details["holdout_users"] > 100
+    assert first.details["evaluated_users"] == 100
+    assert first.payload["segments"]["all"]["n_users"] == 100
+    assert first.payload == again.payload
