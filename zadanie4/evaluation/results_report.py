@@ -9,6 +9,9 @@ says the command that reproduces it and the commit and time it was measured on (
 stamp, see :mod:`shared.run_stamp`; the file's modification time and "commit unknown" for older files).
 A report that is missing gives "not measured yet: run <command>"; one that cannot be read, or has an
 unexpected shape, gives a one-line note in its section, and the rest of the document is still written.
+The JSON reports are not committed, so a checkout that has run only some commands keeps the other sections
+(and README rows) of the previous document as they were written, each with its own commit and date stamp
+(:func:`keep_previous_sections`).
 """
 
 from __future__ import annotations
@@ -1096,7 +1099,9 @@ def _plot_offline(points: Mapping[str, Mapping[str, float]], path: Path, k: int)
 
 
 def write_figures(reports: ReportSet, figures_dir: Path) -> dict[str, str]:
-    """Draw the figures whose reports are readable; remove this tool's stale ones. Returns name -> relative path."""
+    """Draw the figures whose reports are readable; remove this tool's stale ones (a report that is here but
+    gives no figure). A figure whose report is absent stays with the kept section that shows it
+    (:func:`keep_previous_sections`). Returns name -> relative path."""
     drawn: dict[str, str] = {}
     plans: list[tuple[str, Callable[[Path], bool]]] = []
 
@@ -1124,8 +1129,8 @@ def write_figures(reports: ReportSet, figures_dir: Path) -> dict[str, str]:
                 drawn[name] = f"{figures_dir.name}/{name}"
         except SHAPE_ERRORS:  # the section says what is wrong with the report
             pass
-    for name in (SERVING_FIGURE, OFFLINE_FIGURE):
-        if name not in drawn:
+    for name, report in ((SERVING_FIGURE, reports.serving), (OFFLINE_FIGURE, reports.offline)):
+        if name not in drawn and not report.missing:
             (figures_dir / name).unlink(missing_ok=True)
     return drawn
 
@@ -1150,18 +1155,58 @@ def with_results_block(readme: str, reports: ReportSet, results_link: str) -> st
     return readme[:start] + "\n".join(block) + "\n" + readme[end:]
 
 
+NOT_MEASURED_MARK = "not measured yet: run"
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(title, text) of each ``## `` section, the title being what precedes `` — `` (the part without stamps);
+    the text before the first section has the title ``""``."""
+    parts: list[tuple[str, list[str]]] = [("", [])]
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            parts.append((line[3:].split(" — ")[0].strip(), []))
+        parts[-1][1].append(line)
+    return [(title, "".join(lines)) for title, lines in parts]
+
+
+def keep_previous_sections(new: str, old: str) -> str:
+    """``new`` where every section it could not measure (its report is absent here) is the measured section
+    of the same title in ``old``, unchanged (the stamp says where and when it was measured)."""
+    previous = {title: body for title, body in _sections(old) if title and NOT_MEASURED_MARK not in body}
+    kept = []
+    for title, body in _sections(new):
+        replacement = previous.get(title) if title and NOT_MEASURED_MARK in body else None
+        kept.append(replacement.rstrip("\n") + "\n\n" if replacement is not None else body)
+    return "".join(kept).rstrip("\n") + "\n"
+
+
+def keep_previous_rows(new_block: str, old_block: str) -> str:
+    """The requirements table ``new_block`` with each row not measured here (report absent) taken from
+    ``old_block`` when it has a measured row for the same requirement."""
+
+    def requirement(line: str) -> str:
+        return line.split("|")[1].strip() if line.startswith("|") and line.count("|") > 2 else ""
+
+    missing = f"| {NOT_MEASURED_VALUE} | not measured |"
+    previous = {requirement(line): line for line in old_block.splitlines() if requirement(line) and missing not in line}
+    lines = [previous.get(requirement(line), line) if missing in line else line for line in new_block.splitlines()]
+    return "\n".join(lines) + ("\n" if new_block.endswith("\n") else "")
+
+
 def write_results(artifacts: Path, out: Path, readme: Path | None = None) -> tuple[Path, ReportSet]:
     """Read every report under ``artifacts``, draw the figures beside ``out``, write ``out`` and the
     results block of ``readme`` (when given and it has one)."""
     reports = load_reports(artifacts)
     out.parent.mkdir(parents=True, exist_ok=True)
     figures = write_figures(reports, out.parent / FIGURES_DIR)
-    out.write_text(render_results(reports, figures), encoding="utf-8")
+    previous = out.read_text(encoding="utf-8") if out.is_file() else ""
+    document = keep_previous_rows(keep_previous_sections(render_results(reports, figures), previous), previous)
+    out.write_text(document, encoding="utf-8")
     if readme is not None and readme.is_file():
         relative = Path(os.path.relpath(out, readme.parent)).as_posix()
         link = f"[{relative}]({relative})"
         text = readme.read_text(encoding="utf-8")
-        updated = with_results_block(text, reports, link)
+        updated = keep_previous_rows(with_results_block(text, reports, link), text)
         if updated != text:
             readme.write_text(updated, encoding="utf-8")
     return out, reports

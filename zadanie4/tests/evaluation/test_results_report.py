@@ -580,14 +580,28 @@ def test_entry_point_writes_results_md_and_the_figures_it_links(artifacts: Path,
         assert f"](figures/{figure})" in markdown
 
 
-def test_a_figure_whose_report_is_gone_is_removed(artifacts: Path, tmp_path: Path) -> None:
-    # given figures drawn from a benchmark that has since been deleted
+def test_a_figure_whose_report_is_gone_stays_with_its_kept_section(artifacts: Path, tmp_path: Path) -> None:
+    # given figures drawn from a benchmark whose JSON is not in this checkout any more
     write_serving(artifacts, recommend_p99_s=0.00525)
     out = tmp_path / "docs" / "RESULTS.md"
     write_results(artifacts, out)
     figure = out.parent / "figures" / results_report.SERVING_FIGURE
-    assert figure.exists()
+    first = out.read_text()
+    assert figure.exists() and "serving_latency.png" in first
     (artifacts / "bench" / "serving.json").unlink()
+    # when the document is written again
+    write_results(artifacts, out)
+    # then the section measured before is kept as it was, and the figure it links too
+    assert figure.exists() and out.read_text() == first
+
+
+def test_a_figure_whose_report_gives_none_is_removed(artifacts: Path, tmp_path: Path) -> None:
+    # given a figure drawn from a benchmark, then a report without any /recommend step
+    write_serving(artifacts, recommend_p99_s=0.00525)
+    out = tmp_path / "docs" / "RESULTS.md"
+    write_results(artifacts, out)
+    figure = out.parent / "figures" / results_report.SERVING_FIGURE
+    (artifacts / "bench" / "serving.json").write_text(json.dumps({"runs": []}))
     # when
     write_results(artifacts, out)
     # then the stale figure is gone and not linked
@@ -673,3 +687,33 @@ def test_serving_100k_shows_median_range_and_verdict_per_goal(artifacts: Path) -
     _write(artifacts / "scale" / "serving_100k.json", payload)
     row = _row(_render(artifacts), "p99_ms@300")
     assert "| 8.5 |" in row and "7 – 12" in row and "≤ 10" in row and row.endswith("| met |")
+
+
+def test_sections_without_a_report_here_keep_the_previously_measured_text():
+    from zadanie4.evaluation.results_report import keep_previous_sections
+
+    old = (
+        "# Results\n\n## Load test — `make loadtest`, measured on commit `abc` at 2026-12-01\n\n| a |\n\n"
+        "## Pipeline scale — `make scale`, measured on commit `abc`\n\nold scale\n\n"
+        "## Reliability — `make reliability`\n\nnot measured yet: run `make reliability`\n"
+    )
+    new = (
+        "# Results\n\n## Load test — `make loadtest`\n\nnot measured yet: run `make loadtest`\n\n"
+        "## Pipeline scale — `make scale`, measured on commit `def`\n\nnew scale\n\n"
+        "## Reliability — `make reliability`\n\nnot measured yet: run `make reliability`\n"
+    )
+    merged = keep_previous_sections(new, old)
+    assert "measured on commit `abc` at 2026-12-01\n\n| a |" in merged  # kept, with its own stamp
+    assert "new scale" in merged and "old scale" not in merged  # measured here: replaced
+    assert merged.count("not measured yet: run `make reliability`") == 1  # nothing to keep
+    assert merged.index("Load test") < merged.index("Pipeline scale") < merged.index("Reliability")
+
+
+def test_requirement_rows_without_a_report_here_keep_the_previous_row():
+    from zadanie4.evaluation.results_report import keep_previous_rows
+
+    old = "| requirement | measured |\n|---|---|\n| latency | p99 2.9 ms | met | `make bench` |\n| ab | +40 % | met | `make ab` |\n"
+    new = "| requirement | measured |\n|---|---|\n| latency | – | not measured | `make bench` |\n| ab | +41 % | met | `make ab` |\n"
+    assert keep_previous_rows(new, old) == (
+        "| requirement | measured |\n|---|---|\n| latency | p99 2.9 ms | met | `make bench` |\n| ab | +41 % | met | `make ab` |\n"
+    )
