@@ -333,21 +333,21 @@ def _train_before(before: pd.DataFrame, cutoff: pd.Timestamp, settings: Training
             if label_days == 1:
                 raise
             label_days = max(1, label_days // 2)
-    train = prepare_window(
+    train = prepare_window(  # only the datasets are kept (see training_pipeline.run_training)
         before, windows.train_cutoff, windows.valid_cutoff, settings, sample=True, max_users=settings.max_train_users
-    )
+    ).dataset
     valid = prepare_window(
         before, windows.valid_cutoff, cutoff, settings, sample=False, max_users=settings.max_eval_users
-    )
-    fitted = fit_ranker(train.dataset, valid.dataset, settings)
+    ).dataset
+    fitted = fit_ranker(train, valid, settings)
     artifact = RankerArtifact(booster=fitted.final.booster, feature_names=fd.RANKER_FEATURES)
     details = {
         "windows": windows.as_dict(),
         "chosen_variant": fitted.chosen,
         "choice_reason": fitted.reason(settings.k),
         "valid_ndcg": {name: s.ndcg for name, s in fitted.valid_scores.items()},
-        "train_rows": len(train.dataset),
-        "valid_rows": len(valid.dataset),
+        "train_rows": len(train),
+        "valid_rows": len(valid),
     }
     return artifact, details
 

@@ -106,6 +106,8 @@ def run_training(
         f"windows: train cutoff {windows.train_cutoff:%Y-%m-%d}, valid {windows.valid_cutoff:%Y-%m-%d}, "
         f"test {windows.test_cutoff:%Y-%m-%d}, end {windows.end:%Y-%m-%d} ({settings.label_days}-day labels)"
     )
+    # Of the training and validation windows only the datasets are used later: their users' stats (lists per
+    # user, ~1.5 KB each: GiBs for a million users) and candidate index are dropped as soon as they are built.
     with timed(timings, "train_window_seconds", "features, candidates and labels: training window"):
         train = prepare_window(
             events,
@@ -115,7 +117,7 @@ def run_training(
             sample=True,
             max_users=settings.max_train_users,
             feature_lookup=feature_lookup,
-        )
+        ).dataset
     with timed(timings, "valid_window_seconds", "features, candidates and labels: validation window"):
         valid = prepare_window(
             events,
@@ -125,7 +127,7 @@ def run_training(
             sample=False,
             max_users=settings.max_eval_users,
             feature_lookup=feature_lookup,
-        )
+        ).dataset
     with timed(timings, "test_window_seconds", "features, candidates and labels: test window"):
         test = prepare_window(
             events,
@@ -136,7 +138,7 @@ def run_training(
             max_users=settings.max_eval_users,
             feature_lookup=feature_lookup,
         )
-    sizes = {name: _dataset_size(w) for name, w in (("train", train), ("valid", valid), ("test", test))}
+    sizes = {name: _dataset_size(ds) for name, ds in (("train", train), ("valid", valid), ("test", test.dataset))}
     for name, size in sizes.items():
         console.print(f"  {name}: {size['users']:,} users, {size['rows']:,} rows, {size['positives']:,} positives")
 
@@ -147,7 +149,7 @@ def run_training(
             console.print(f"  recall@{row.n} {row.source}: {row.recall:.3f}")
 
     with timed(timings, "lightgbm_seconds", "LightGBM binary and LambdaRank (early stopping on validation)"):
-        fitted = fit_ranker(train.dataset, valid.dataset, settings)
+        fitted = fit_ranker(train, valid, settings)
     console.print(f"  final model: {fitted.reason(k)}")
 
     models: list[TrainedModel] = []
@@ -157,7 +159,7 @@ def run_training(
     if not skip_slow_models:
         for spec in model_specs(settings):
             with timed(timings, f"train_{spec.name}_seconds", f"train {spec.name}"):
-                models.append(train_spec(spec, train.dataset, settings))
+                models.append(train_spec(spec, train, settings))
     models.append(_popularity_scores(test))
     with timed(timings, "comparison_seconds", "score every model on the test window"):
         rows = compare_models(models, test.dataset, k, thresholds={TABLE_NAMES[LAMBDARANK]: None, POPULARITY_ROW: None})
@@ -251,8 +253,7 @@ def write_evaluation_set(dataset: RankingDataset, path: Path) -> None:
     frame.to_parquet(path, index=False)
 
 
-def _dataset_size(window: WindowData) -> dict[str, int]:
-    ds = window.dataset
+def _dataset_size(ds: RankingDataset) -> dict[str, int]:
     return {
         "users": len(ds.users),
         "rows": len(ds),
