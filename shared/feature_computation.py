@@ -53,6 +53,14 @@ def events_before(events: pd.DataFrame, cutoff: str | pd.Timestamp) -> pd.DataFr
     return events[times < as_utc(cutoff)]
 
 
+def events_from(events: pd.DataFrame, cutoff: str | pd.Timestamp) -> pd.DataFrame:
+    """Events at or after ``cutoff`` (a holdout); sliced like :func:`events_before` when time-sorted."""
+    times = events[col.EVENT_TIME]
+    if times.is_monotonic_increasing:
+        return events.iloc[int(times.searchsorted(as_utc(cutoff), side="left")) :]
+    return events[times >= as_utc(cutoff)]
+
+
 def _type_counts(events: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     counts = events.groupby([*keys, col.EVENT_TYPE], observed=True).size().unstack(col.EVENT_TYPE, fill_value=0)
     return counts.reindex(columns=list(col.EVENT_TYPES), fill_value=0)

@@ -33,7 +33,17 @@ from shared import column_names as col
 from shared import feature_definitions as fd
 from shared.cold_start_policy import user_stage
 from shared.errors import UserInputError
-from shared.feature_computation import DAY, FeatureTables, compute_feature_tables
+from shared.feature_computation import (
+    DAY,
+    FeatureTables,
+    as_utc,
+    compute_category_stats,
+    compute_product_stats,
+    compute_user_product_interactions,
+    compute_user_stats,
+    events_before,
+    events_from,
+)
 from shared.popularity import PopularityModel
 from shared.time_split import holdout_cutoff
 from zadanie1.candidate_generation import CandidateIndex
@@ -93,11 +103,20 @@ class ServingState:
 
     @classmethod
     def at(cls, events: pd.DataFrame, cutoff: pd.Timestamp, users: Sequence[int] | None = None) -> ServingState:
-        """The state at ``cutoff``; ``users``: the only users whose rows are kept as dicts (all when None)."""
-        tables = compute_feature_tables(events, cutoff)
-        user_stats = tables.user_stats
-        if users is not None:
-            user_stats = user_stats[user_stats.index.isin(np.asarray(users, dtype=np.int64))]
+        """The state at ``cutoff``; ``users``: the only users it will be asked about (all when None).
+
+        User and pair rows depend only on the user's own events, so with ``users`` they are computed from
+        those users' events alone (a test checks the rows equal the full tables'); products and
+        categories always from every event.
+        """
+        own = events if users is None else events[events[col.USER_ID].isin(np.asarray(users, dtype=np.int64))]
+        tables = FeatureTables(
+            cutoff=as_utc(cutoff),
+            user_stats=compute_user_stats(own, cutoff),
+            product_stats=compute_product_stats(events, cutoff),
+            category_stats=compute_category_stats(events, cutoff),
+            user_product_interactions=compute_user_product_interactions(own, cutoff),
+        )
         popularity = PopularityModel.fit(events, cutoff)
         index = CandidateIndex.build(events, cutoff, popularity=popularity)
         return cls(
@@ -106,7 +125,7 @@ class ServingState:
             index=index,
             products=ProductFeatureBlock.from_frames(tables.product_stats, tables.category_stats),
             pairs=TablePairLookup(tables.user_product_interactions),
-            user_rows=user_stats.to_dict("index"),
+            user_rows=tables.user_stats.to_dict("index"),
         )
 
     def recommend(self, user_id: int, ranker: Scorer | None, k: int, config: RecommenderConfig) -> list[int]:
@@ -164,8 +183,7 @@ def evaluate_offline(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     cutoff = evaluation_cutoff(events, holdout_fraction=holdout_fraction, holdout_days=holdout_days)
-    before = events[events[col.EVENT_TIME] < cutoff]
-    after = events[events[col.EVENT_TIME] >= cutoff]
+    before, after = events_before(events, cutoff), events_from(events, cutoff)  # slices of a sorted log
     if after.empty:
         raise UserInputError("the holdout has no events")
 

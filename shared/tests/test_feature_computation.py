@@ -129,3 +129,35 @@ def test_registry_names_are_unique_and_views_known() -> None:
     assert len(names) == len(set(names))
     assert {f.view for f in fd.FEATURES} <= {*fd.VIEWS, fd.DERIVED}
     assert all(f.default is not None for f in fd.FEATURES if f.model_input)
+
+
+def test_user_and_pair_rows_depend_only_on_the_users_own_events() -> None:
+    # given a generated shop and a third of its users
+    from shared.data_generator import GeneratorConfig, generate
+
+    events = validate_events(generate(GeneratorConfig(n_users=300, n_products=120, days=14, seed=5)).events).events
+    cutoff = pd.Timestamp("2026-10-12", tz="UTC")
+    users = np.sort(events["user_id"].unique())[::3]
+    own = events[events["user_id"].isin(users)]
+    # when user and pair rows are computed from those users' events alone
+    user_rows = compute_user_stats(own, cutoff)
+    pair_rows = compute_user_product_interactions(own, cutoff)
+    # then they are the full tables' rows of those users (what `recsys evaluate` relies on)
+    full_users = compute_user_stats(events, cutoff)
+    full_pairs = compute_user_product_interactions(events, cutoff)
+    assert len(user_rows) > 50
+    pd.testing.assert_frame_equal(user_rows, full_users[full_users.index.isin(users)])
+    pd.testing.assert_frame_equal(pair_rows, full_pairs[full_pairs.index.get_level_values("user_id").isin(users)])
+
+
+def test_events_before_and_from_split_a_sorted_log_into_slices() -> None:
+    from shared.feature_computation import events_before, events_from
+
+    times = pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-02", "2026-01-03"], utc=True)
+    log = pd.DataFrame({"event_time": times, "x": [1, 2, 3, 4]})
+    for cutoff in ("2026-01-02", "2026-01-02 00:00:01", "2025-01-01", "2027-01-01"):
+        stamp = pd.Timestamp(cutoff, tz="UTC")
+        pd.testing.assert_frame_equal(events_before(log, cutoff), log[log["event_time"] < stamp])
+        pd.testing.assert_frame_equal(events_from(log, cutoff), log[log["event_time"] >= stamp])
+    shuffled = log.iloc[[2, 0, 3, 1]]  # unsorted: filtered the same way
+    pd.testing.assert_frame_equal(events_before(shuffled, "2026-01-02"), shuffled.iloc[[1]])
