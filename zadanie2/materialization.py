@@ -3,8 +3,10 @@
 ``apply`` registers the objects built from the shared registry (the generated yaml is rewritten
 first, for the ``feast`` CLI). ``materialize`` loads the newest snapshot row of every entity up
 to the data end of the last build (that is the final snapshot) into SQLite or Redis; with
-``incremental`` it continues from each view's last materialized end. A report with timings is
-written to ``artifacts/features/materialization_<store>.json``.
+``incremental`` it continues from each view's last materialized end. Into Redis, the final snapshot is
+written by :mod:`zadanie2.redis_bulk_writer` (Feast's bytes, column at a time) unless
+``redis_bulk_load`` is off. A report with timings is written to
+``artifacts/features/materialization_<store>.json``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -24,6 +26,9 @@ from zadanie2.feature_repo.feature_views import build_feature_objects
 from zadanie2.feature_store_config import open_feature_store, write_feature_store_yaml
 from zadanie2.offline_snapshots import snapshot_file_name, snapshot_window
 from zadanie2.settings import FeatureStoreSettings
+
+if TYPE_CHECKING:
+    from zadanie2.redis_bulk_writer import RedisBulkWriter
 
 
 @dataclass
@@ -77,36 +82,39 @@ def materialize_views(
     previous_ends = materialization_ends(store) if incremental else {}
     bulk_writer = _bulk_writer(settings) if settings.online_store_kind == "redis" and settings.redis_bulk_load else None
     started = time.perf_counter()
-    for view in fd.VIEWS:
-        view_started = time.perf_counter()
-        previous_end = previous_ends.get(view)
-        if previous_end is not None and previous_end >= data_end:
-            pass  # already materialized up to the data end: nothing new for this view
-        elif previous_end is not None:
-            store.materialize_incremental(end_date=_to_datetime(data_end), feature_views=[view])
-        elif bulk_writer is not None:
-            _bulk_load_view(bulk_writer, store, settings.paths()["offline"], view, data_end)
-            report.writer_per_view[view] = "redis_bulk"
-        else:  # Feast's window is inclusive at both ends: exactly the final snapshot
-            store.materialize(start_date=_to_datetime(data_end), end_date=_to_datetime(data_end), feature_views=[view])
-        report.writer_per_view.setdefault(view, "feast")
-        report.seconds_per_view[view] = round(time.perf_counter() - view_started, 3)
-    if bulk_writer is not None:
-        bulk_writer.close()
+    try:
+        for view in fd.VIEWS:
+            view_started = time.perf_counter()
+            previous_end = previous_ends.get(view)
+            if previous_end is not None and previous_end >= data_end:
+                pass  # already materialized up to the data end: nothing new for this view
+            elif previous_end is not None:
+                store.materialize_incremental(end_date=_to_datetime(data_end), feature_views=[view])
+            elif bulk_writer is not None:
+                _bulk_load_view(bulk_writer, store, settings.paths()["offline"], view, data_end)
+                report.writer_per_view[view] = "redis_bulk"
+            else:  # Feast's window is inclusive at both ends: exactly the final snapshot
+                end = _to_datetime(data_end)
+                store.materialize(start_date=end, end_date=end, feature_views=[view])
+            report.writer_per_view.setdefault(view, "feast")
+            report.seconds_per_view[view] = round(time.perf_counter() - view_started, 3)
+    finally:
+        if bulk_writer is not None:
+            bulk_writer.close()
     report.seconds_total = round(time.perf_counter() - started, 3)
     report.rows_in_final_snapshot = _final_snapshot_rows(settings.paths()["offline"])
     write_report(settings, report)
     return report
 
 
-def _bulk_writer(settings: FeatureStoreSettings) -> Any:
+def _bulk_writer(settings: FeatureStoreSettings) -> RedisBulkWriter:
     from zadanie2.feature_store_config import ENTITY_KEY_SERIALIZATION_VERSION
     from zadanie2.redis_bulk_writer import RedisBulkWriter
 
     return RedisBulkWriter(str(settings.redis_url), settings.project, ENTITY_KEY_SERIALIZATION_VERSION)
 
 
-def _bulk_load_view(writer: Any, store: Any, offline_dir: Path, view: str, data_end: pd.Timestamp) -> None:
+def _bulk_load_view(writer: RedisBulkWriter, store: Any, offline_dir: Path, view: str, data_end: pd.Timestamp) -> None:
     """The final snapshot of ``view`` written column at a time (zadanie2.redis_bulk_writer), with a progress bar."""
     from shared.console import console, progress_bar
     from zadanie2.redis_bulk_writer import record_materialization
