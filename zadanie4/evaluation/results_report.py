@@ -571,7 +571,22 @@ def scale_body(scale: Json) -> list[str]:
             f"Growth exponent b of wall time ~ events^b (1 = linear): total {growth['total_wall_exponent']:.2f}; "
             f"{exponents}.",
         ]
+    floors = [(run["size"], run["machine_floor"]) for run in runs if run.get("machine_floor")]
+    if floors:
+        lines += [
+            "",
+            "Machine floor before each run (the shared VM's speed varies by day): "
+            + "; ".join(f"{size}: {_floor_text(floor)}" for size, floor in floors)
+            + ".",
+        ]
     return lines
+
+
+def _floor_text(floor: Json) -> str:
+    return (
+        f"system call {float(floor['syscall_ns']):,.0f} ns, Python loop iteration "
+        f"{float(floor['python_loop_iteration_ns']):,.1f} ns"
+    )
 
 
 def serving_100k_body(report: Json) -> list[str]:
@@ -587,6 +602,8 @@ def serving_100k_body(report: Json) -> list[str]:
         ]
         for name in figures
     ]
+    floor = report.get("machine", {}).get("floor")
+    floor_note = [f"Machine floor before the repeats: {_floor_text(floor)}."] if floor else []
     return [
         f"The promoted model of `{subject['run']}` ({fmt_count(subject['events'])} events, "
         f"{fmt_count(subject['products_cached'])} products with features) served from Redis; "
@@ -594,6 +611,7 @@ def serving_100k_body(report: Json) -> list[str]:
         "median and range over the repeats.",
         "",
         *table(["figure", "median", "range", "goal", "verdict"], rows),
+        *(["", *floor_note] if floor_note else []),
     ]
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from shared.pipeline_run import RunLayout, run_stage_process
 from shared.run_stamp import run_stamp
+from zadanie4.evaluation.bench.machine_floor import measure_machine_floor
 from zadanie4.evaluation.bench.serving_benchmark import BENCH_REDIS_URL
 
 # ~20 events per user: 1 + Poisson(0.05 x 28) sessions of ~9 views (+ carts and purchases).
@@ -139,6 +140,7 @@ def run_shop(size: ShopSize, out_dir: Path, env: Mapping[str, str], redis_url: s
     report_path = RunLayout(run_out).report_path
     report_path.unlink(missing_ok=True)
     flush_redis_db(redis_url)
+    floor = measure_machine_floor()  # before the run: the shared VM's speed varies by day
     started = time.perf_counter()
     code, _ = run_stage_process(command, {**env, **online_store_env(redis_url)})
     wall = time.perf_counter() - started
@@ -148,6 +150,7 @@ def run_shop(size: ShopSize, out_dir: Path, env: Mapping[str, str], redis_url: s
         "size": size.label,
         "run": run_stamp(),
         "online_store": redis_url,
+        "machine_floor": floor,
         "events": n_events,
         "users": size.users,
         "products": size.products,

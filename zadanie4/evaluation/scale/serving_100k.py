@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from shared.errors import UserInputError
 from shared.run_stamp import run_stamp
 from zadanie4.evaluation.bench import serving_setup as setup
+from zadanie4.evaluation.bench.machine_floor import measure_machine_floor
 from zadanie4.evaluation.bench.scaling_benchmark import measure_service
 from zadanie4.evaluation.bench.serving_benchmark import BENCH_REDIS_URL, bench_base_env, pick_warm_users
 
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events_path = run_dir / "data" / "events.parquet"
     user_ids = pq.read_table(events_path, columns=["user_id"]).to_pandas()
     users = pick_warm_users(user_ids, args.users, min_events=10, seed=0)
+    floor = measure_machine_floor()  # the shared VM's speed varies by day: compare runs by it
     rows = []
     started = time.perf_counter()
     for repeat in range(1, args.repeats + 1):
@@ -127,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "materialize_s": round(materialize_s, 1),
         },
         "conditions": {"repeats": args.repeats, "duration_s": args.duration_s, "warm_users": len(users)},
+        "machine": {"floor": floor},
         "repeats": rows,
         **summarise_repeats(rows),
         "measure_s": round(time.perf_counter() - started, 1),
