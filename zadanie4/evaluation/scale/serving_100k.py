@@ -1,8 +1,10 @@
 """Serving the 100 k-product shop of ``make scale``: /recommend latency, startup and memory.
 
 The subject is what ``recsys run`` produced for the 20 M-event shop (1 M users, 100 k products): its
-promoted champion, its candidate index and its offline snapshots, materialized into a Redis database of
-the benchmark's own (db 13 by default, flushed, nothing else touched). Then, ``repeats`` times, a fresh
+promoted champion, its candidate index and its online store: the one the run left in the benchmark's
+Redis db (``make scale`` materializes there, db 13), or, when that db does not hold it (or with
+``--rebuild-store``), its snapshots rebuilt and materialized into that db after flushing it (nothing
+else is touched). Then, ``repeats`` times, a fresh
 ``recsys serve`` (pinned to core 0, the load generator to core 1, as in ``make bench``) is started and
 measured with :func:`zadanie4.evaluation.bench.scaling_benchmark.measure_service`: startup (process start ->
 /health/ready), resident memory, p50/p99 of warm users' ``GET /recommend?k=10`` at 100 and 300 requests/s
@@ -35,7 +37,7 @@ GOALS = {"p99_ms@300": 10.0, "startup_s": 30.0, "rss_after_load_mib": 2048.0}
 FIGURES = ("p50_ms@100", "p99_ms@100", "p50_ms@300", "p99_ms@300", "startup_s", "rss_after_load_mib", "max_rps")
 
 
-def serving_env(run_dir: Path, store_dir: Path, redis_url: str) -> dict[str, str]:
+def serving_env(run_dir: Path, store_dir: Path, redis_url: str, project: str = "scale_serving") -> dict[str, str]:
     """The run's data, artifacts and registry, with its features served from the benchmark's Redis db."""
     return setup.env_with(
         {
@@ -46,11 +48,30 @@ def serving_env(run_dir: Path, store_dir: Path, redis_url: str) -> dict[str, str
             "RECSYS_FEATURES_REDIS_URL": redis_url,
             "RECSYS_SERVE_REDIS_URL": redis_url,
             "RECSYS_FEATURES_ONLINE_STORE": "redis",
-            "RECSYS_FEATURES_PROJECT": "scale_serving",
+            "RECSYS_FEATURES_PROJECT": project,
             "RECSYS_FEATURES_FEATURES_DIR": str(store_dir.resolve()),
         },
         bench_base_env(),
     )
+
+
+RUN_PROJECT = "recsys"  # the Feast project `recsys run` uses unless RECSYS_FEATURES_PROJECT says otherwise
+
+
+def run_store_in_redis(run_dir: Path, redis_url: str) -> bool:
+    """Whether the run left its online store in ``redis_url`` (``make scale`` materializes there): its
+    materialization report says Redis and the db holds at least as many hashes as its final snapshot."""
+    report_path = run_dir / "artifacts" / "features" / "materialization_redis.json"
+    if not report_path.exists():
+        return False
+    import redis
+
+    expected = sum(json.loads(report_path.read_text()).get("rows_in_final_snapshot", {}).values())
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        return bool(expected) and int(client.dbsize()) >= expected
+    finally:
+        client.close()
 
 
 def summarise_repeats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -80,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration-s", type=float, default=15.0)
     parser.add_argument("--users", type=int, default=500, help="warm users sampled for the requests")
+    parser.add_argument(
+        "--rebuild-store", action="store_true", help="flush and materialize again though the run's store is there"
+    )
     args = parser.parse_args(argv)
     run_dir: Path = args.run
     if not setup.trained_model_exists(run_dir / "artifacts" / "train"):
@@ -88,10 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = out.with_suffix(".log")
     log_path.write_text("")
-    env = serving_env(run_dir, out.parent / "serving_store", args.redis_url)
-
-    setup.flush_redis_db(args.redis_url)
-    materialize_s = setup.materialize_store(env, log_path, f"materialize {run_dir} into {args.redis_url}")
+    materialize_s: float | None = None
+    if run_store_in_redis(run_dir, args.redis_url) and not args.rebuild_store:
+        # the store `recsys run` left in the benchmark's db, as the run's own service would read it
+        env = serving_env(run_dir, run_dir / "artifacts" / "features", args.redis_url, project=RUN_PROJECT)
+        store = f"the run's own online store in {args.redis_url}"
+    else:
+        env = serving_env(run_dir, out.parent / "serving_store", args.redis_url)
+        setup.flush_redis_db(args.redis_url)
+        materialize_s = setup.materialize_store(env, log_path, f"materialize {run_dir} into {args.redis_url}")
+        store = f"snapshots rebuilt and materialized into {args.redis_url}"
+    print(f"serving from {store}", flush=True)
     events_path = run_dir / "data" / "events.parquet"
     user_ids = pq.read_table(events_path, columns=["user_id"]).to_pandas()
     users = pick_warm_users(user_ids, args.users, min_events=10, seed=0)
@@ -126,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run": str(run_dir),
             "events": pq.ParquetFile(events_path).metadata.num_rows,
             "products_cached": rows[0].get("products_cached") if rows else None,
-            "materialize_s": round(materialize_s, 1),
+            "store": store,
+            "materialize_s": None if materialize_s is None else round(materialize_s, 1),
         },
         "conditions": {"repeats": args.repeats, "duration_s": args.duration_s, "warm_users": len(users)},
         "machine": {"floor": floor},

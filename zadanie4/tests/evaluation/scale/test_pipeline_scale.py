@@ -77,3 +77,34 @@ def test_scale_runs_materialize_into_the_benchmarks_redis_db():
 
     env = online_store_env("redis://127.0.0.1:6379/13")
     assert env == {"RECSYS_FEATURES_ONLINE_STORE": "redis", "RECSYS_FEATURES_REDIS_URL": "redis://127.0.0.1:6379/13"}
+
+
+def test_serving_uses_the_runs_own_store_only_when_the_db_holds_it(tmp_path):
+    import json
+
+    import redis
+
+    from zadanie4.evaluation.scale.serving_100k import run_store_in_redis
+
+    url = "redis://127.0.0.1:6379/12"
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    client.flushdb()
+    try:
+        features = tmp_path / "run" / "artifacts" / "features"
+        # given no materialization report: not there
+        assert not run_store_in_redis(tmp_path / "run", url)
+        # given a report of 3 rows and a db with 2 hashes: not there; with 3: there
+        features.mkdir(parents=True)
+        (features / "materialization_redis.json").write_text(json.dumps({"rows_in_final_snapshot": {"a": 2, "b": 1}}))
+        client.hset("k1", "f", "v")
+        client.hset("k2", "f", "v")
+        assert not run_store_in_redis(tmp_path / "run", url)
+        client.hset("k3", "f", "v")
+        assert run_store_in_redis(tmp_path / "run", url)
+    finally:
+        client.flushdb()
+        client.close()
