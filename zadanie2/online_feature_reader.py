@@ -177,14 +177,17 @@ class _ValueDecoder:
         return [self.decode(r) for r in raws]
 
 
-class _EntityKeyEncoder:
+class EntityKeyEncoder:
     """Redis hash key of an int64 entity key: Feast's ``serialize_entity_key(...) + project``.
 
     Feast's serialization of int64 keys is a fixed header (sorted join keys) followed, per key, by
     ``<type><len=8><int64 little-endian>``. The header and the per-value prefix are taken from
     Feast's own function once, and every encoder is verified against it on sample values at start,
     so a change in Feast's format fails loudly at start-up instead of silently missing every key.
+    ``column_keys`` builds the keys of whole columns at once (the Redis bulk writer), from the same parts.
     """
+
+    VALUE_RECORD = 16  # 4 bytes type + 4 bytes length + 8 bytes value
 
     def __init__(self, join_keys: Sequence[str], project: str, serialization_version: int) -> None:
         from feast.infra.key_encoding_utils import serialize_entity_key
@@ -198,17 +201,18 @@ class _EntityKeyEncoder:
         self.sorted_keys = sorted(join_keys)
         self._order = [list(join_keys).index(k) for k in self.sorted_keys]
         template = feast_key([0] * len(join_keys))
-        value_record = 16  # 4 bytes type + 4 bytes length + 8 bytes value
-        self._header = template[: len(template) - value_record * len(join_keys)]
+        self._header = template[: len(template) - self.VALUE_RECORD * len(join_keys)]
         self._value_prefix = template[len(self._header) : len(self._header) + 8]
         self._project = project.encode("utf-8")
         self._pack = struct.Struct("<q").pack
         self._single_head = self._header + self._value_prefix
-        for sample in ([1], [-7], [2**62 + 12345], [2053902111092659954]):
-            values = sample * len(join_keys)
-            values = [v + i for i, v in enumerate(values)]
-            if self.key(*values) != feast_key(values) + self._project:
-                raise RuntimeError("Feast's entity key serialization changed; RedisFeatureReader needs an update")
+        self.join_keys = tuple(join_keys)
+        self.width = len(template) + len(self._project)
+        samples = [[v + i for i in range(len(join_keys))] for v in (1, -7, 2**62 + 12345, 2053902111092659954)]
+        expected = [feast_key(values) + self._project for values in samples]
+        columns = {key: np.array([values[i] for values in samples], dtype=np.int64) for i, key in enumerate(join_keys)}
+        if [self.key(*values) for values in samples] != expected or self.column_keys(columns) != expected:
+            raise RuntimeError("Feast's entity key serialization changed; RedisFeatureReader needs an update")
 
     def key(self, *values: int) -> bytes:
         """Key for values given in the join-key order passed to the constructor."""
@@ -217,6 +221,20 @@ class _EntityKeyEncoder:
         prefix, pack = self._value_prefix, self._pack
         parts = [prefix + pack(int(values[i])) for i in self._order]
         return self._header + b"".join(parts) + self._project
+
+    def column_keys(self, columns: Mapping[str, np.ndarray]) -> list[bytes]:
+        """The key of every row of int64 ``columns`` (one per join key): one uint8 matrix cut into rows."""
+        n = len(columns[self.join_keys[0]])
+        matrix = np.empty((n, self.width), dtype=np.uint8)
+        matrix[:, : len(self._header)] = np.frombuffer(self._header, dtype=np.uint8)
+        offset = len(self._header)
+        for key in self.sorted_keys:
+            matrix[:, offset : offset + 8] = np.frombuffer(self._value_prefix, dtype=np.uint8)
+            values = np.ascontiguousarray(columns[key], dtype="<i8")
+            matrix[:, offset + 8 : offset + 16] = values.view(np.uint8).reshape(n, 8)
+            offset += self.VALUE_RECORD
+        matrix[:, offset:] = np.frombuffer(self._project, dtype=np.uint8)
+        return matrix.view(f"V{self.width}").ravel().tolist()
 
 
 class RedisFeatureReader:
@@ -239,7 +257,7 @@ class RedisFeatureReader:
         self._client = client or _redis_client(redis_url, timeout_s)
         self._decoder = _ValueDecoder()
         self._keys = {
-            view: _EntityKeyEncoder(ENTITY_JOIN_KEYS[view], project, entity_key_serialization_version)
+            view: EntityKeyEncoder(ENTITY_JOIN_KEYS[view], project, entity_key_serialization_version)
             for view in fd.VIEWS
         }
         self._specs = {view: fd.features_of(view) for view in fd.VIEWS}

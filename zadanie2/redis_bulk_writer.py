@@ -5,7 +5,7 @@ its Redis store serializes it again (~15 k pair rows/s on this machine: 18 minut
 20 M-event shop). This writer produces the same Redis hashes from whole columns:
 
 * hash keys: Feast's ``serialize_entity_key(...) + project`` for int64 keys is fixed-width, so a key column
-  is one uint8 matrix (header, per key ``<type><len>`` prefix and the value's 8 bytes) cut into rows;
+  is one uint8 matrix cut into rows (:meth:`EntityKeyEncoder.column_keys`, the service reader's encoder);
 * fields: ``murmur3("<view>:<feature>")`` and ``_ts:<view>``, from Feast's own helper;
 * values: int64 columns are converted by Feast's own ``python_values_to_proto_values`` once per distinct
   value; float32 values are ``0x35 + float32 little-endian`` (field 6, fixed32), NaN is Feast's empty
@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from shared import feature_definitions as fd
 from zadanie2.feature_repo.feature_views import ENTITY_JOIN_KEYS
+from zadanie2.online_feature_reader import EntityKeyEncoder
 
 FLOAT_TAG = 0x35  # ValueProto.float_val: field 6, wire type 5 (fixed32)
 LIST_TAGS = {"int64_list": b"\x72", "float32_list": b"\x82\x01"}  # int64_list_val = 14, float_list_val = 16
@@ -55,50 +56,6 @@ class BulkLoadStats:
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
-
-
-class EntityKeyColumnEncoder:
-    """Redis hash keys of a whole column of int64 entity keys, byte-identical to Feast's ``_redis_key``."""
-
-    VALUE_RECORD = 16  # 4 bytes value type + 4 bytes length + 8 bytes int64 little-endian
-
-    def __init__(self, join_keys: Sequence[str], project: str, serialization_version: int) -> None:
-        from feast.infra.online_stores.helpers import _redis_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        def feast_key(values: Sequence[int]) -> bytes:
-            proto = EntityKey(join_keys=list(join_keys), entity_values=[Value(int64_val=int(v)) for v in values])
-            return bytes(_redis_key(project, proto, entity_key_serialization_version=serialization_version))
-
-        self.join_keys = tuple(join_keys)
-        self._sorted = sorted(self.join_keys)  # Feast serializes the join keys sorted by name
-        template = feast_key([0] * len(self.join_keys))
-        self._project = project.encode("utf-8")
-        body = template[: len(template) - len(self._project)]
-        self._header = body[: len(body) - self.VALUE_RECORD * len(self.join_keys)]
-        self._value_prefix = body[len(self._header) : len(self._header) + 8]
-        self.width = len(template)
-        samples = np.array([[1, -7, 2**62 + 12345, 2053902111092659954]] * len(self.join_keys), dtype=np.int64)
-        samples += np.arange(len(self.join_keys), dtype=np.int64)[:, None]
-        encoded = self.encode({key: samples[i] for i, key in enumerate(self.join_keys)})
-        expected = [feast_key(samples[:, j].tolist()) for j in range(samples.shape[1])]
-        if encoded != expected:
-            raise RuntimeError("Feast's entity key serialization changed; the Redis bulk writer needs an update")
-
-    def encode(self, columns: dict[str, np.ndarray]) -> list[bytes]:
-        """One key per row of the int64 ``columns`` (one per join key)."""
-        n = len(columns[self.join_keys[0]])
-        matrix = np.empty((n, self.width), dtype=np.uint8)
-        matrix[:, : len(self._header)] = np.frombuffer(self._header, dtype=np.uint8)
-        offset = len(self._header)
-        for key in self._sorted:
-            matrix[:, offset : offset + 8] = np.frombuffer(self._value_prefix, dtype=np.uint8)
-            values = np.ascontiguousarray(columns[key], dtype="<i8")
-            matrix[:, offset + 8 : offset + 16] = values.view(np.uint8).reshape(n, 8)
-            offset += self.VALUE_RECORD
-        matrix[:, offset:] = np.frombuffer(self._project, dtype=np.uint8)
-        return matrix.view(f"V{self.width}").ravel().tolist()
 
 
 class ValueColumnEncoder:
@@ -126,18 +83,23 @@ class ValueColumnEncoder:
     def _feast(self, values: Any, dtype: str) -> list[bytes]:
         return [proto.SerializeToString() for proto in self._to_protos(values, self._types[dtype])]
 
-    def _floats(self, values: np.ndarray) -> list[bytes]:
-        records = np.empty(len(values), dtype=[("tag", "u1"), ("value", "<f4")])
-        records["tag"] = FLOAT_TAG
-        records["value"] = values
-        encoded: list[bytes] = records.view("V5").tolist()
+    def _floats(self, values: np.ndarray, *, resp: bool = False) -> list[bytes]:
+        """``0x35`` + float32 little-endian per value (with ``resp`` framed as ``$5\\r\\n...\\r\\n``)."""
+        layout = [("tag", "u1"), ("value", "<f4")]
+        if resp:
+            layout = [("head", "V4"), *layout, ("tail", "V2")]
+        records = np.empty(len(values), dtype=layout)
+        records["tag"], records["value"] = FLOAT_TAG, values
+        if resp:
+            records["head"], records["tail"] = np.void(b"$5\r\n"), np.void(b"\r\n")
+        encoded: list[bytes] = records.view(f"V{records.dtype.itemsize}").tolist()
         for i in np.flatnonzero(np.isnan(values)).tolist():
-            encoded[i] = b""  # Feast writes NaN as an empty (null) value
+            encoded[i] = _bulk(b"") if resp else b""  # Feast writes NaN as an empty (null) value
         return encoded
 
-    def _lists(self, column: pa.ChunkedArray | pa.Array, dtype: str, *, bulk: bool = False) -> list[bytes]:
+    def _lists(self, column: pa.ChunkedArray | pa.Array, dtype: str, *, resp: bool = False) -> list[bytes]:
         """List values without nulls: the packed payload of every row from one numpy pass, then framed
-        (and with ``bulk`` also as RESP bulk strings)."""
+        (and with ``resp`` also as RESP bulk strings)."""
         lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
         offsets = lists.offsets.to_numpy()
         flat = lists.flatten().to_numpy(zero_copy_only=False)
@@ -149,7 +111,7 @@ class ValueColumnEncoder:
             ends = np.concatenate([[0], np.cumsum(widths)])[offsets]
         data = payload.tobytes()
         tag, varint = LIST_TAGS[dtype], _varint_bytes
-        empty = _bulk(tag + b"\x00") if bulk else tag + b"\x00"
+        empty = _bulk(tag + b"\x00") if resp else tag + b"\x00"
         out: list[bytes] = []
         for start, end in zip(ends[:-1].tolist(), ends[1:].tolist(), strict=True):
             if start == end:
@@ -157,38 +119,22 @@ class ValueColumnEncoder:
                 continue
             inner = PACKED_TAG + varint(end - start) + data[start:end]
             value = tag + varint(len(inner)) + inner
-            out.append(b"$%d\r\n%s\r\n" % (len(value), value) if bulk else value)
+            out.append(b"$%d\r\n%s\r\n" % (len(value), value) if resp else value)
         return out
 
-    def encode_bulk(self, column: pa.ChunkedArray | pa.Array, dtype: str) -> list[bytes]:
-        """:meth:`encode` framed as RESP bulk strings (``$<len>\\r\\n<bytes>\\r\\n``), vectorized where it can be."""
-        if dtype == "float32":
-            values = column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-            layout = [("head", "V4"), ("tag", "u1"), ("value", "<f4"), ("tail", "V2")]
-            records = np.empty(len(values), dtype=layout)
-            records["head"] = np.void(b"$5\r\n")
-            records["tag"], records["value"], records["tail"] = FLOAT_TAG, values, np.void(b"\r\n")
-            framed: list[bytes] = records.view("V11").tolist()
-            for i in np.flatnonzero(np.isnan(values)).tolist():
-                framed[i] = _bulk(b"")
-            return framed
-        if dtype == "int64" and column.null_count == 0:
-            distinct, inverse = np.unique(column.to_numpy(zero_copy_only=False), return_inverse=True)
-            return _object_array([_bulk(v) for v in self._feast(distinct, dtype)])[inverse].tolist()
+    def encode(self, column: pa.ChunkedArray | pa.Array, dtype: str, *, resp: bool = False) -> list[bytes]:
+        """The serialized ``ValueProto`` of every value; with ``resp`` each framed as a RESP bulk string
+        (``$<len>\\r\\n<bytes>\\r\\n``), in numpy where it can be."""
         if dtype in LIST_TAGS and column.null_count == 0:
-            return self._lists(column, dtype, bulk=True)
-        return [_bulk(value) for value in self.encode(column, dtype)]
-
-    def encode(self, column: pa.ChunkedArray | pa.Array, dtype: str) -> list[bytes]:
-        if dtype in LIST_TAGS and column.null_count == 0:
-            return self._lists(column, dtype)
+            return self._lists(column, dtype, resp=resp)
         if dtype == "float32":
-            return self._floats(column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False))
+            return self._floats(column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False), resp=resp)
         values = column.to_numpy(zero_copy_only=False)
+        frame = _bulk if resp else bytes
         if dtype == "int64" and column.null_count == 0:
             distinct, inverse = np.unique(values, return_inverse=True)
-            return _object_array(self._feast(distinct, dtype))[inverse].tolist()
-        return self._feast(values, dtype)
+            return _object_array([frame(v) for v in self._feast(distinct, dtype)])[inverse].tolist()
+        return [frame(v) for v in self._feast(values, dtype)]
 
 
 def _object_array(items: Sequence[bytes]) -> np.ndarray:
@@ -261,10 +207,9 @@ class RedisBulkWriter:
         from feast.infra.online_stores.helpers import _mmh3
 
         self._connection = RespConnection(redis_url)
-        self._project = project
         self._batch_rows = batch_rows
         self._keys = {
-            view: EntityKeyColumnEncoder(ENTITY_JOIN_KEYS[view], project, serialization_version) for view in fd.VIEWS
+            view: EntityKeyEncoder(ENTITY_JOIN_KEYS[view], project, serialization_version) for view in fd.VIEWS
         }
         self._values = ValueColumnEncoder()
         self._fields = {view: [_mmh3(f"{view}:{s.name}") for s in fd.features_of(view)] for view in fd.VIEWS}
@@ -291,11 +236,11 @@ class RedisBulkWriter:
         yield from pq.ParquetFile(path).iter_batches(batch_size=self._batch_rows, columns=columns)
 
     def _write_batch(self, view: str, batch: pa.RecordBatch) -> tuple[int, int]:
-        keys = self._keys[view].encode(
+        keys = self._keys[view].column_keys(
             {key: batch.column(key).to_numpy(zero_copy_only=False) for key in ENTITY_JOIN_KEYS[view]}
         )
         stamps, nanos = timestamp_column(batch.column(EVENT_TIMESTAMP))
-        columns = [self._values.encode_bulk(batch.column(spec.name), spec.dtype) for spec in fd.features_of(view)]
+        columns = [self._values.encode(batch.column(spec.name), spec.dtype, resp=True) for spec in fd.features_of(view)]
         ts_field = _bulk(f"_ts:{view}".encode())
         key_head = b"$%d\r\n" % self._keys[view].width
         hget = b"*3\r\n$4\r\nHGET\r\n" + key_head

@@ -13,12 +13,12 @@ import pytest
 from shared import feature_definitions as fd
 from shared.feature_computation import compute_feature_tables
 from zadanie2.online_feature_reader import (
+    EntityKeyEncoder,
     FeastSdkFeatureReader,
     FeatureStoreTimeout,
     FeatureStoreUnavailable,
     OnlineFeatureReader,
     RedisFeatureReader,
-    _EntityKeyEncoder,
     _ValueDecoder,
     create_feature_reader,
 )
@@ -105,8 +105,8 @@ def test_entity_keys_match_feast_serialization() -> None:
     from feast.protos.feast.types.Value_pb2 import Value
 
     rng = np.random.default_rng(0)
-    pair = _EntityKeyEncoder(["user_id", "product_id"], "proj", 3)
-    single = _EntityKeyEncoder(["category_id"], "proj", 3)
+    pair = EntityKeyEncoder(["user_id", "product_id"], "proj", 3)
+    single = EntityKeyEncoder(["category_id"], "proj", 3)
     for user, product in rng.integers(-(2**62), 2**62, size=(50, 2)).tolist():
         key = EntityKey(
             join_keys=["user_id", "product_id"], entity_values=[Value(int64_val=user), Value(int64_val=product)]
