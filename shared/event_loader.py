@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,18 @@ class ValidationSummary:
         if self.ignored_columns:
             out.append(f"columns ignored (not in the schema): {', '.join(self.ignored_columns)}")
         return out
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> ValidationSummary:
+        """The summary :meth:`as_dict` wrote."""
+        return cls(
+            source=str(stored["source"]),
+            rows_read=int(stored["rows_read"]),
+            rows_kept=int(stored["rows_kept"]),
+            dropped=dict(stored["dropped"]),
+            noted=dict(stored["noted"]),
+            ignored_columns=list(stored["ignored_columns"]),
+        )
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -164,16 +177,7 @@ def _validated_file(path: Path) -> tuple[pq.ParquetFile, ValidationSummary] | No
     info = json.loads(marker)
     if info.get("rows") != parquet.metadata.num_rows:
         return None
-    stored = info["summary"]
-    summary = ValidationSummary(
-        source=str(stored["source"]),
-        rows_read=int(stored["rows_read"]),
-        rows_kept=int(stored["rows_kept"]),
-        dropped=dict(stored["dropped"]),
-        noted=dict(stored["noted"]),
-        ignored_columns=list(stored["ignored_columns"]),
-    )
-    return parquet, summary
+    return parquet, ValidationSummary.from_dict(info["summary"])
 
 
 def read_validated_summary(path: Path) -> ValidationSummary:

@@ -9,7 +9,7 @@ training and serving.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,18 +47,22 @@ def events_before(events: pd.DataFrame, cutoff: str | pd.Timestamp) -> pd.DataFr
     A time-sorted frame (every validated log is) is sliced, which shares its columns instead of copying
     the whole log once per cutoff; the rows, their order and index are the same either way.
     """
-    times = events[col.EVENT_TIME]
-    if times.is_monotonic_increasing:
-        return events.iloc[: int(times.searchsorted(as_utc(cutoff), side="left"))]
-    return events[times < as_utc(cutoff)]
+    position = _sorted_position(events, cutoff)
+    return events.iloc[:position] if position is not None else events[events[col.EVENT_TIME] < as_utc(cutoff)]
 
 
 def events_from(events: pd.DataFrame, cutoff: str | pd.Timestamp) -> pd.DataFrame:
     """Events at or after ``cutoff`` (a holdout); sliced like :func:`events_before` when time-sorted."""
+    position = _sorted_position(events, cutoff)
+    return events.iloc[position:] if position is not None else events[events[col.EVENT_TIME] >= as_utc(cutoff)]
+
+
+def _sorted_position(events: pd.DataFrame, cutoff: str | pd.Timestamp) -> int | None:
+    """The row where ``cutoff`` splits a time-sorted frame; None when the frame is not sorted by time."""
     times = events[col.EVENT_TIME]
-    if times.is_monotonic_increasing:
-        return events.iloc[int(times.searchsorted(as_utc(cutoff), side="left")) :]
-    return events[times >= as_utc(cutoff)]
+    if not times.is_monotonic_increasing:
+        return None
+    return int(times.searchsorted(as_utc(cutoff), side="left"))
 
 
 def _type_counts(events: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -271,15 +275,23 @@ def compute_user_category_affinity(events: pd.DataFrame, cutoff: str | pd.Timest
     return share.rename("affinity").to_frame()
 
 
-def compute_feature_tables(events: pd.DataFrame, cutoff: str | pd.Timestamp) -> FeatureTables:
-    """All four stored feature views as of ``cutoff``."""
+def compute_feature_tables(
+    events: pd.DataFrame, cutoff: str | pd.Timestamp, *, users: Sequence[int] | None = None
+) -> FeatureTables:
+    """All four stored feature views as of ``cutoff``.
+
+    ``users``: only their user and pair rows (all users when None). Those rows depend only on the user's own
+    events, so they are computed from those events alone (a test checks they equal the full tables' rows);
+    products and categories always come from every event.
+    """
     cutoff = as_utc(cutoff)
+    own = events if users is None else events[events[col.USER_ID].isin(np.asarray(users, dtype=np.int64))]
     return FeatureTables(
         cutoff=cutoff,
-        user_stats=compute_user_stats(events, cutoff),
+        user_stats=compute_user_stats(own, cutoff),
         product_stats=compute_product_stats(events, cutoff),
         category_stats=compute_category_stats(events, cutoff),
-        user_product_interactions=compute_user_product_interactions(events, cutoff),
+        user_product_interactions=compute_user_product_interactions(own, cutoff),
     )
 
 

@@ -33,17 +33,7 @@ from shared import column_names as col
 from shared import feature_definitions as fd
 from shared.cold_start_policy import user_stage
 from shared.errors import UserInputError
-from shared.feature_computation import (
-    DAY,
-    FeatureTables,
-    as_utc,
-    compute_category_stats,
-    compute_product_stats,
-    compute_user_product_interactions,
-    compute_user_stats,
-    events_before,
-    events_from,
-)
+from shared.feature_computation import DAY, FeatureTables, compute_feature_tables, events_before, events_from
 from shared.popularity import PopularityModel
 from shared.time_split import holdout_cutoff
 from zadanie1.candidate_generation import CandidateIndex
@@ -103,20 +93,8 @@ class ServingState:
 
     @classmethod
     def at(cls, events: pd.DataFrame, cutoff: pd.Timestamp, users: Sequence[int] | None = None) -> ServingState:
-        """The state at ``cutoff``; ``users``: the only users it will be asked about (all when None).
-
-        User and pair rows depend only on the user's own events, so with ``users`` they are computed from
-        those users' events alone (a test checks the rows equal the full tables'); products and
-        categories always from every event.
-        """
-        own = events if users is None else events[events[col.USER_ID].isin(np.asarray(users, dtype=np.int64))]
-        tables = FeatureTables(
-            cutoff=as_utc(cutoff),
-            user_stats=compute_user_stats(own, cutoff),
-            product_stats=compute_product_stats(events, cutoff),
-            category_stats=compute_category_stats(events, cutoff),
-            user_product_interactions=compute_user_product_interactions(own, cutoff),
-        )
+        """The state at ``cutoff``; ``users``: the only users it will be asked about (all when None)."""
+        tables = compute_feature_tables(events, cutoff, users=users)
         popularity = PopularityModel.fit(events, cutoff)
         index = CandidateIndex.build(events, cutoff, popularity=popularity)
         return cls(

@@ -138,16 +138,19 @@ def test_user_and_pair_rows_depend_only_on_the_users_own_events() -> None:
     events = validate_events(generate(GeneratorConfig(n_users=300, n_products=120, days=14, seed=5)).events).events
     cutoff = pd.Timestamp("2026-10-12", tz="UTC")
     users = np.sort(events["user_id"].unique())[::3]
-    own = events[events["user_id"].isin(users)]
-    # when user and pair rows are computed from those users' events alone
-    user_rows = compute_user_stats(own, cutoff)
-    pair_rows = compute_user_product_interactions(own, cutoff)
-    # then they are the full tables' rows of those users (what `recsys evaluate` relies on)
-    full_users = compute_user_stats(events, cutoff)
-    full_pairs = compute_user_product_interactions(events, cutoff)
-    assert len(user_rows) > 50
-    pd.testing.assert_frame_equal(user_rows, full_users[full_users.index.isin(users)])
-    pd.testing.assert_frame_equal(pair_rows, full_pairs[full_pairs.index.get_level_values("user_id").isin(users)])
+    # when the tables are computed for those users only
+    tables = compute_feature_tables(events, cutoff, users=users.tolist())
+    # then their user and pair rows are the full tables' rows of those users (what `recsys evaluate` relies on),
+    # and products and categories are the full tables
+    full = compute_feature_tables(events, cutoff)
+    assert len(tables.user_stats) > 50
+    pd.testing.assert_frame_equal(tables.user_stats, full.user_stats[full.user_stats.index.isin(users)])
+    pairs = full.user_product_interactions
+    pd.testing.assert_frame_equal(
+        tables.user_product_interactions, pairs[pairs.index.get_level_values("user_id").isin(users)]
+    )
+    pd.testing.assert_frame_equal(tables.product_stats, full.product_stats)
+    pd.testing.assert_frame_equal(tables.category_stats, full.category_stats)
 
 
 def test_events_before_and_from_split_a_sorted_log_into_slices() -> None:
