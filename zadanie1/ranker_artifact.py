@@ -36,12 +36,24 @@ class RankerArtifact:
     booster: Any  # lightgbm.Booster; typed loosely so importing this module stays cheap
     feature_names: tuple[str, ...]
     meta: dict[str, Any] = field(default_factory=dict)
+    model_file: Path | None = None  # the model.txt it was parsed from (what a compiler reads)
+    model_sha256: str | None = None  # of model.txt's bytes
+    # The same trees as machine code (zadanie1.compiled_ranker.CompiledForest), set by the service once
+    # a checked compilation exists; one reference assignment, so a request sees either scorer whole.
+    compiled: Any = None
+
+    @property
+    def scorer(self) -> str:
+        return "compiled" if self.compiled is not None else "lightgbm"
 
     def score(self, matrix: np.ndarray) -> np.ndarray:
         if matrix.ndim != 2 or matrix.shape[1] != len(self.feature_names):
             raise ValueError(f"expected a (n, {len(self.feature_names)}) matrix, got {matrix.shape}")
         if len(matrix) == 0:
             return np.empty(0, dtype=np.float64)
+        compiled = self.compiled
+        if compiled is not None:
+            return np.asarray(compiled.predict(matrix), dtype=np.float64)
         # num_threads=1: serving workers must not oversubscribe the cores (see CONVENTIONS.md).
         return np.asarray(self.booster.predict(matrix, num_threads=1), dtype=np.float64)
 
@@ -70,8 +82,9 @@ def load_ranker(folder: Path, *, expected_features: tuple[str, ...] | None = Non
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserInputError(f"{meta_path}: unreadable ranker metadata ({exc})") from exc
     text = model_path.read_bytes()
+    digest = hashlib.sha256(text).hexdigest()
     expected_digest = meta.get("model_sha256")
-    if expected_digest and hashlib.sha256(text).hexdigest() != expected_digest:
+    if expected_digest and digest != expected_digest:
         raise UserInputError(f"{model_path}: corrupt LightGBM model (SHA-256 differs from {meta_path.name})")
     problem = model_text_problem(text)
     if problem:
@@ -86,7 +99,9 @@ def load_ranker(folder: Path, *, expected_features: tuple[str, ...] | None = Non
         )
     if expected_features is not None and feature_names != tuple(expected_features):
         raise UserInputError(f"{meta_path}: feature list differs from the feature registry (retrain the model)")
-    return RankerArtifact(booster=booster, feature_names=feature_names, meta=meta)
+    return RankerArtifact(
+        booster=booster, feature_names=feature_names, meta=meta, model_file=model_path, model_sha256=digest
+    )
 
 
 _TREE_SIZES = re.compile(rb"^tree_sizes=([0-9 ]*)$", re.MULTILINE)

@@ -265,6 +265,7 @@ class ServiceRuntime:
         if self.features is not None:
             self.features.close()
         self.feedback.stop()
+        self.rollout.compiler.close()
         self._load_executor.shutdown(wait=False, cancel_futures=True)
         close_models = getattr(self._dependencies.models, "close", None) if self._dependencies else None
         if callable(close_models):  # e.g. the registry helper process

@@ -58,6 +58,14 @@ class ServeSettings(BaseSettings):
     registry_cache_dir: Path | None = Field(
         None, description="Last-good model cache of the registry client; default <artifacts>/registry/cache."
     )
+    compile_ranker: bool = Field(
+        True,
+        description="Serve rankers as compiled machine code (lleaves; same scores, several times less CPU); "
+        "compiled in the background once per model and machine, LightGBM serves meanwhile.",
+    )
+    compiled_ranker_dir: Path | None = Field(
+        None, description="Cache of compiled rankers; default <artifacts>/serve/compiled_rankers."
+    )
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     load_challenger: bool = Field(True, description="Load the challenger alias at startup when the registry has it.")
@@ -145,6 +153,10 @@ class ServeSettings(BaseSettings):
     @property
     def resolved_registry_cache_dir(self) -> Path:
         return self.registry_cache_dir or self.artifacts_dir / "registry" / "cache"
+
+    @property
+    def resolved_compiled_ranker_dir(self) -> Path:
+        return self.compiled_ranker_dir or self.artifacts_dir / "serve" / "compiled_rankers"
 
     @property
     def resolved_feedback_sqlite_path(self) -> Path:

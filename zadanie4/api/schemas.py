@@ -156,6 +156,9 @@ class ModelSlot(BaseModel):
     version: str | None
     source: str | None = Field(None, description="Where it was loaded from (registry alias, cache, local folder).")
     loaded_at: datetime | None = None
+    scorer: str | None = Field(
+        None, description="How the ranker is evaluated: compiled | compiling | lightgbm | failed: <reason>."
+    )
 
 
 class ModelInfoResponse(BaseModel):

@@ -604,6 +604,13 @@ def serving_100k_body(report: Json) -> list[str]:
     ]
     floor = report.get("machine", {}).get("floor")
     floor_note = [f"Machine floor before the repeats: {_floor_text(floor)}."] if floor else []
+    scorers = sorted({str(s) for s in subject.get("scorers", []) if s})
+    if scorers:
+        waits = ", ".join(f"{w:g}" for w in subject.get("scorer_wait_s", []) if w is not None)
+        floor_note.append(
+            f"Ranker evaluated as: {', '.join(scorers)} (seconds from ready until the compiled trees were "
+            f"in place, per repeat: {waits}; a first start compiles, later ones load the cached object)."
+        )
     return [
         f"The promoted model of `{subject['run']}` ({fmt_count(subject['events'])} events, "
         f"{fmt_count(subject['products_cached'])} products with features) served from Redis; "

@@ -5,7 +5,9 @@ A reload loads the aliases off the event loop (the registry is asked by a helper
 request never sees half a change; an alias that fails to load keeps its old model. The challenger slot holds
 the registry's challenger, or the popularity policy (the control arm of an A/B test, set with
 ``POST /admin/canary {"challenger": "popularity"}``). Which user the challenger serves is decided per request
-by :mod:`zadanie4.rollout.traffic_router`.
+by :mod:`zadanie4.rollout.traffic_router`. Every loaded ranker is handed to the
+:class:`~zadanie4.rollout.ranker_compilation.RankerCompiler`, which switches it to its compiled trees
+(at once when they are cached, else once compiled in the background).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 
 from zadanie4.dependencies import POLICY_POPULARITY, LoadedModel, ModelProvider, popularity_policy
 from zadanie4.observability.prometheus_metrics import ServiceMetrics
+from zadanie4.rollout.ranker_compilation import RankerCompiler
 from zadanie4.rollout.serving_state import ServiceState
 from zadanie4.rollout.shadow_scorer import ShadowScorer
 from zadanie4.settings import ServeSettings
@@ -45,6 +48,7 @@ class ModelRollout:
         self.models: ModelProvider | None = None
         self.refresh_candidates: Callable[[], bool] | None = None
         self.shadow: ShadowScorer | None = None
+        self.compiler = RankerCompiler(settings.resolved_compiled_ranker_dir, enabled=settings.compile_ranker)
         self._executor = load_executor
         self._lock = asyncio.Lock()
         metrics.set_canary_weight(settings.canary_weight)
@@ -81,7 +85,7 @@ class ModelRollout:
 
             async def load(alias: str) -> tuple[LoadedModel | None, bool]:
                 try:
-                    return await loop.run_in_executor(self._executor, models.load, alias), True
+                    return await loop.run_in_executor(self._executor, self._load_compiled, models, alias), True
                 except Exception as exc:
                     errors.append(f"{alias}: {type(exc).__name__}: {exc}")
                     log.error("loading model alias %s failed: %s", alias, exc)
@@ -117,6 +121,12 @@ class ModelRollout:
                 changed=changed,
                 errors=errors,
             )
+
+    def _load_compiled(self, models: ModelProvider, alias: str) -> LoadedModel | None:
+        model = models.load(alias)
+        if model is not None and model.ranker is not None:
+            self.compiler.attach(model.ranker)
+        return model
 
     def _publish_models(self, champion: LoadedModel | None, challenger: LoadedModel | None) -> None:
         for variant, model in (("champion", champion), ("challenger", challenger)):

@@ -45,6 +45,7 @@ def operations_router(runtime: ServiceRuntime, metrics: ServiceMetrics) -> APIRo
                 "version": model.version if model else None,
                 "source": model.source if model else None,
                 "loaded_at": loaded_at.isoformat() if loaded_at else None,
+                "scorer": runtime.rollout.compiler.status_of(model.ranker) if model and model.ranker else None,
             }
 
         return json_response(

@@ -111,6 +111,8 @@ def measure_service(
         row: dict[str, Any] = {
             "label": label,
             "startup_s": server.ready_s,
+            "scorer": server.info.get("scorer"),
+            "scorer_wait_s": server.info.get("scorer_wait_s"),
             "rss_ready_mib": rss_ready,
             "products_cached": model.get("products_cached") if isinstance(model, dict) else None,
         }

@@ -328,8 +328,11 @@ def start_service(
     cores: str | None,
     port: int | None = None,
     ready_timeout_s: float = 120.0,
+    compile_timeout_s: float = 900.0,
 ) -> ServerProcess:
-    """``recsys serve`` on 127.0.0.1:<free port>, waited for until /health/ready answers 200."""
+    """``recsys serve`` on 127.0.0.1:<free port>, waited for until /health/ready answers 200, then
+    until its champion's ranker is no longer being compiled (a compilation is tens of CPU-seconds
+    that must not run during a measurement); ``info`` gets ``scorer`` and ``scorer_wait_s``."""
     port = port or free_port()
     server = start_server(
         "recsys serve",
@@ -340,7 +343,23 @@ def start_service(
         cores=cores,
     )
     wait_until_ready(server, "/health/ready", ready_timeout_s)
+    wait_for_scorer(server, compile_timeout_s)
     return server
+
+
+def wait_for_scorer(server: ServerProcess, timeout_s: float) -> str:
+    """Poll /model until the champion's scorer is settled (compiled, lightgbm or failed); records it."""
+    started = time.monotonic()
+    scorer = "unknown"
+    while time.monotonic() - started < timeout_s:
+        model = get_json(server.base_url + "/model")
+        champion = model.get("champion") if isinstance(model, dict) else None
+        scorer = str((champion or {}).get("scorer") or "none")
+        if scorer != "compiling":
+            break
+        time.sleep(0.25)
+    server.info.update({"scorer": scorer, "scorer_wait_s": round(time.monotonic() - started, 2)})
+    return scorer
 
 
 def start_feast_server(

@@ -147,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(row)
         print(
             f"  repeat {repeat}: p99 {row['p99_ms@100']} ms @100/s, {row['p99_ms@300']} ms @300/s; startup "
-            f"{row['startup_s']} s; {row['rss_after_load_mib']} MiB; max {row['max_rps']}/s",
+            f"{row['startup_s']} s; {row['rss_after_load_mib']} MiB; max {row['max_rps']}/s; ranker {row['scorer']} "
+            f"(waited {row['scorer_wait_s']} s)",
             flush=True,
         )
     payload = {
@@ -159,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "products_cached": rows[0].get("products_cached") if rows else None,
             "store": store,
             "materialize_s": None if materialize_s is None else round(materialize_s, 1),
+            # compiled | lightgbm | failed: ... per repeat; the first repeat's wait includes compiling
+            # when the run's compiled-ranker cache was empty
+            "scorers": [row.get("scorer") for row in rows],
+            "scorer_wait_s": [row.get("scorer_wait_s") for row in rows],
         },
         "conditions": {"repeats": args.repeats, "duration_s": args.duration_s, "warm_users": len(users)},
         "machine": {"floor": floor},
