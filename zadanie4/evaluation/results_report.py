@@ -611,6 +611,16 @@ def serving_100k_body(report: Json) -> list[str]:
             f"Ranker evaluated as: {', '.join(scorers)} (seconds from ready until the compiled trees were "
             f"in place, per repeat: {waits}; a first start compiles, later ones load the cached object)."
         )
+    profile = report.get("profile") or {}
+    if profile.get("service_cpu_ms_per_request") is not None:
+        top = ", ".join(
+            f"{t['function']} {t['ms_per_request']:g} ms" for t in profile.get("top_self", {}).get("cpu", [])[:4]
+        )
+        floor_note.append(
+            f"Service CPU per request under py-spy at 100 req/s: {profile['service_cpu_ms_per_request']:g} ms"
+            + (f"; largest self times: {top}" if top else "")
+            + " (stages in `artifacts/scale/serving_100k_profile/profile.txt`)."
+        )
     return [
         f"The promoted model of `{subject['run']}` ({fmt_count(subject['events'])} events, "
         f"{fmt_count(subject['products_cached'])} products with features) served from Redis; "

@@ -56,7 +56,7 @@ def _service_stages() -> tuple[Any, ...]:
         Stage("request handler on the event loop (RecommendationService.recommend)", (handler,)),
         Stage("  candidate generation (CandidateIndex.merged)", ("CandidateIndex.merged",)),
         Stage("  feature matrix (feature_matrix + assemble_ranker_matrix)", ("feature_matrix (zadanie1",)),
-        Stage("  LightGBM predict (RankerArtifact.score)", ("RankerArtifact.score",)),
+        Stage("  ranker scoring (RankerArtifact.score: compiled trees or LightGBM)", ("RankerArtifact.score",)),
         Stage("  exploration slots (Thompson sampling)", ("RecommendationService._explore",)),
         Stage("online-store reads: user row + pair rows (feature-read threads)", (reads,)),
         Stage("everything else: HTTP parsing, middlewares, routing, event loop, other threads", (), (handler, reads)),

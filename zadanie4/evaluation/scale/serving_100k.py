@@ -30,8 +30,15 @@ from shared.errors import UserInputError
 from shared.run_stamp import run_stamp
 from zadanie4.evaluation.bench import serving_setup as setup
 from zadanie4.evaluation.bench.machine_floor import measure_machine_floor
+from zadanie4.evaluation.bench.open_loop_load import RequestSpec
 from zadanie4.evaluation.bench.scaling_benchmark import measure_service
-from zadanie4.evaluation.bench.serving_benchmark import BENCH_REDIS_URL, bench_base_env, pick_warm_users
+from zadanie4.evaluation.bench.serving_benchmark import (
+    BENCH_REDIS_URL,
+    BenchConfig,
+    bench_base_env,
+    pick_warm_users,
+    profile_service,
+)
 
 GOALS = {"p99_ms@300": 10.0, "startup_s": 30.0, "rss_after_load_mib": 2048.0}
 FIGURES = ("p50_ms@100", "p99_ms@100", "p50_ms@300", "p99_ms@300", "startup_s", "rss_after_load_mib", "max_rps")
@@ -93,6 +100,27 @@ def _met(figures: Mapping[str, Any], name: str, limit: float) -> bool | None:
     return None if median is None else bool(median <= limit)
 
 
+def profile_requests(env: Mapping[str, str], users: Sequence[int], out_dir: Path, log_path: Path) -> dict[str, Any]:
+    """``make bench``'s py-spy breakdown (stages of /recommend, top functions) on a fresh service of this
+    shop at 100 requests/s; ``out_dir/profile.txt`` holds the tables."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = BenchConfig(n_candidates=150, profile_load_rps=100.0, profile_s=10.0)
+    server = setup.start_service(env, log_path, cores="0")
+    try:
+        specs = [
+            RequestSpec(
+                "GET",
+                f"{server.base_url}/recommend?user_id={u}&k={config.k}",
+                marker=setup.DEGRADED_BODY_MARKER,
+                marker_label="degraded",
+            )
+            for u in users
+        ]
+        return {"scorer": server.info.get("scorer"), **profile_service(server, specs, config, out_dir, log_path)}
+    finally:
+        server.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--run", type=Path, default=Path("artifacts/scale/runs/20m"), help="a `recsys run` folder")
@@ -103,6 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=500, help="warm users sampled for the requests")
     parser.add_argument(
         "--rebuild-store", action="store_true", help="flush and materialize again though the run's store is there"
+    )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the repeats, py-spy a fresh service at 100 req/s: where a request's CPU goes",
     )
     args = parser.parse_args(argv)
     run_dir: Path = args.run
@@ -151,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(waited {row['scorer_wait_s']} s)",
             flush=True,
         )
+    profile = profile_requests(env, users, out.parent / "serving_100k_profile", log_path) if args.profile else None
     payload = {
         "run": run_stamp(),
         "command": "make scale-serving",
@@ -169,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {"floor": floor},
         "repeats": rows,
         **summarise_repeats(rows),
+        "profile": profile,
         "measure_s": round(time.perf_counter() - started, 1),
     }
     out.write_text(json.dumps(payload, indent=2) + "\n")
