@@ -182,7 +182,7 @@ class ThompsonExplorer:
                 if total <= MAX_SAMPLED:
                     return np.concatenate(parts) if len(parts) > 1 else parts[0]
                 # the same draw as indexing the concatenated parts, without building it
-                drawn = np.unique(self._rng.integers(0, total, MAX_SAMPLED))
+                drawn = _sorted_unique(self._rng.integers(0, total, MAX_SAMPLED))
                 starts = np.cumsum(sizes) - sizes
                 part_of = np.searchsorted(starts, drawn, side="right") - 1
                 positions = np.empty(len(drawn), dtype=np.int64)
@@ -193,7 +193,7 @@ class ThompsonExplorer:
         size = len(self._pool_ids)
         if size <= MAX_SAMPLED:
             return np.arange(size)
-        return np.unique(self._rng.integers(0, size, MAX_SAMPLED))
+        return _sorted_unique(self._rng.integers(0, size, MAX_SAMPLED))
 
     def n_slots(self, k: int) -> int:
         """Exploration slots for a list of ``k``: ``k * share`` with a random rounding of the fraction."""
@@ -240,6 +240,15 @@ class ThompsonExplorer:
             if len(picks) == n:
                 break
         return picks
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` for a request's few hundred draws (numpy 2's unique costs ~10x the sort)."""
+    ordered = np.sort(values)
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def exploration_positions(k: int, n: int) -> list[int]:
