@@ -9,8 +9,12 @@
   service calls — with feature tables, popularity, candidate index and the user's stored row all
   computed at the cutoff. Cold users (no event before the cutoff) go through the same cold-start
   path as in serving; purchased-before-cutoff products are excluded for every method.
-* Baselines: ``popularity`` = the time-decayed popularity list minus purchased products;
-  ``random`` = uniform over the catalogue (products with an event before the cutoff), seeded.
+* Baselines: ``popularity`` = the time-decayed popularity list minus purchased products (the
+  service's cold-start list); ``random`` = uniform over the catalogue (products with an event before
+  the cutoff), seeded; and the peer baselines of :mod:`zadanie1.peer_baselines` (``evaluate_baselines``:
+  tuned popularity, category popularity, item-kNN, EASE, ALS, BPR), each tuned on a validation window
+  at the end of the training period. ``lift_precision_at_k_vs_best_baseline`` compares the ranker
+  with the best of all of them, per segment.
 * Relevant items = products the user touched (any event type) in the holdout; users evaluated =
   users with at least one holdout event (a seeded sample of ``evaluate_max_users`` when there are
   more: 20 k users put a precision@10 of 0.1 within ~±0.004 at 95 %); coverage = share of the
@@ -37,6 +41,7 @@ from shared.feature_computation import DAY, FeatureTables, compute_feature_table
 from shared.popularity import PopularityModel
 from shared.time_split import holdout_cutoff
 from zadanie1.candidate_generation import CandidateIndex
+from zadanie1.peer_baselines import BaselineSettings, tune_and_fit
 from zadanie1.ranker_artifact import RankerArtifact
 from zadanie1.ranker_training import cold_start_config, fit_ranker, floor_day, plan_windows, prepare_window
 from zadanie1.ranking_dataset import relevant_sets, window_relevance
@@ -52,7 +57,8 @@ from zadanie1.recommender import (
 from zadanie1.settings import TrainingSettings
 
 METHODS = ("model", "popularity", "random")
-SEGMENTS = ("all", "cold_users", "warm_users")
+# cold = no event before the cutoff, warm = the rest; light / returning split warm by the cold-start stage
+SEGMENTS = ("all", "cold_users", "warm_users", "light_users", "returning_users")
 
 
 class TablePairLookup:
@@ -188,11 +194,13 @@ def evaluate_offline(
     rng = np.random.default_rng(settings.seed)
     lists: dict[str, list[list[int]]] = {m: [] for m in METHODS}
     stages: dict[str, int] = {"cold": 0, "light": 0, "warm": 0}
+    user_stages: list[str] = []
     mark = time.perf_counter()
     iterate = track(users, "recommend for holdout users") if track else users
     for user in iterate:
         row = state.user_rows.get(user)
-        stages[user_stage(row["user_n_events"] if row else 0, config.cold_start)] += 1
+        user_stages.append(user_stage(row["user_n_events"] if row else 0, config.cold_start))
+        stages[user_stages[-1]] += 1
         purchased = set(row["user_purchased_product_ids"]) if row else set()
         lists["model"].append(state.recommend(user, ranker, k, config))
         lists["popularity"].append(state.popularity.top(k, exclude=purchased))
@@ -200,21 +208,34 @@ def evaluate_offline(
     timings["recommend_seconds"] = time.perf_counter() - mark
     timings["recommend_ms_per_user"] = 1000 * timings["recommend_seconds"] / max(len(users), 1)
 
-    is_cold = np.array([u not in state.user_rows for u in users], dtype=bool)
-    masks = {"all": np.ones(len(users), dtype=bool), "cold_users": is_cold, "warm_users": ~is_cold}
+    mark = time.perf_counter()
+    baselines = _peer_baselines(events, cutoff, users, settings, k)
+    timings["baselines_seconds"] = time.perf_counter() - mark
+    for name, (baseline_lists, _) in baselines.items():
+        lists[name] = baseline_lists
+    details["baselines"] = {name: facts for name, (_, facts) in baselines.items()}
+
+    stage_of = np.array(user_stages)
+    is_cold = stage_of == "cold"
+    masks = {
+        "all": np.ones(len(users), dtype=bool),
+        "cold_users": is_cold,
+        "warm_users": ~is_cold,
+        "light_users": stage_of == "light",
+        "returning_users": stage_of == "warm",
+    }
     relevant_lists = [relevant[u] for u in users]
+    known_products = set(catalogue.tolist())
     segments: dict[str, Any] = {}
     for segment, mask in masks.items():
         chosen = np.flatnonzero(mask)
         entry: dict[str, Any] = {"n_users": int(mask.sum())}
-        for method in METHODS:
-            scores = mean_ranking_metrics(
-                [lists[method][i] for i in chosen],
-                [relevant_lists[i] for i in chosen],
-                k,
-                catalogue_size=len(catalogue),
-            )
+        for method, method_lists in lists.items():
+            segment_lists = [method_lists[i] for i in chosen]
+            truth = [relevant_lists[i] for i in chosen]
+            scores = mean_ranking_metrics(segment_lists, truth, k, catalogue_size=len(catalogue))
             entry[method] = {name: _finite(value) for name, value in scores.as_dict().items()}
+            entry[method]["new_product_hit_share"] = _new_product_hit_share(segment_lists, truth, known_products, k)
         segments[segment] = entry
     model_p = segments["all"]["model"][f"precision_at_{k}"]
     popular_p = segments["all"]["popularity"][f"precision_at_{k}"]
@@ -226,6 +247,7 @@ def evaluate_offline(
         "n_test_events": len(after),
         "segments": segments,
         f"lift_precision_at_{k}_vs_popularity": float(lift),
+        f"lift_precision_at_{k}_vs_best_baseline": _lift_vs_best(segments, f"precision_at_{k}"),
     }
     timings["total_seconds"] = time.perf_counter() - started
     details.update(
@@ -246,6 +268,63 @@ def evaluate_offline(
     return EvaluationResult(payload, details)
 
 
+def _peer_baselines(
+    events: pd.DataFrame, cutoff: pd.Timestamp, users: Sequence[int], settings: TrainingSettings, k: int
+) -> dict[str, tuple[list[list[int]], dict[str, Any]]]:
+    """Each peer baseline's lists for ``users`` and its facts (chosen setting, grid, fit seconds)."""
+    names = tuple(settings.evaluate_baselines)
+    if not names:
+        return {}
+
+    def relevant_between(start: pd.Timestamp, end: pd.Timestamp) -> dict[int, set[int]]:
+        return relevant_sets(window_relevance(events, start, end))
+
+    config = BaselineSettings(threads=settings.baseline_threads, seed=settings.seed)
+    tuned = tune_and_fit(names, events, cutoff, relevant_between, config, k)
+    out: dict[str, tuple[list[list[int]], dict[str, Any]]] = {}
+    for name, result in tuned.items():
+        started = time.perf_counter()
+        baseline_lists = result.baseline.recommend(users, k)
+        facts = {
+            "params": _json_safe(result.baseline.params),
+            "fit_seconds": round(result.baseline.fit_seconds, 3),
+            "recommend_seconds": round(time.perf_counter() - started, 3),
+            "validation": [
+                {"params": _json_safe(t["params"]), f"precision_at_{k}": t[f"precision_at_{k}"]}
+                for t in result.validation
+            ],
+        }
+        out[name] = (baseline_lists, facts)
+    return out
+
+
+def _json_safe(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``inf`` (all-time popularity) as the string "inf": JSON has no infinity."""
+    return {k: ("inf" if isinstance(v, float) and np.isinf(v) else v) for k, v in params.items()}
+
+
+def _new_product_hit_share(
+    lists: Sequence[Sequence[int]], relevant: Sequence[set[int]], known: set[int], k: int
+) -> float:
+    """Share of the hits (recommended and relevant) that are products with no event before the cutoff."""
+    hits = [p for items, truth in zip(lists, relevant, strict=True) for p in items[:k] if p in truth]
+    return float(sum(p not in known for p in hits) / len(hits)) if hits else 0.0
+
+
+def _lift_vs_best(segments: Mapping[str, Any], metric: str) -> dict[str, Any]:
+    """Per segment: the best method other than the ranker (random excluded) and the ranker's lift over it."""
+    out: dict[str, Any] = {}
+    for segment, entry in segments.items():
+        rivals = {m: v[metric] for m, v in entry.items() if isinstance(v, dict) and m not in ("model", "random")}
+        if not rivals:
+            continue
+        best = max(rivals, key=lambda m: rivals[m])
+        value = rivals[best]
+        model = entry["model"][metric]
+        out[segment] = {"best_baseline": best, "lift": float((model - value) / value) if value else 0.0}
+    return out
+
+
 def recommender_config(settings: TrainingSettings) -> RecommenderConfig:
     """The per-request config evaluated: ``serve_n_candidates`` (default: as trained) and the diversity cap."""
     return RecommenderConfig(
@@ -263,7 +342,7 @@ def render_evaluation_report(result: EvaluationResult) -> str:
     header = "| segment | users | method | " + " | ".join(m.replace("_at_", "@") for m in metric_names) + " |"
     lines = [header, "|" + "---|" * (len(metric_names) + 3)]
     for segment, entry in payload["segments"].items():
-        for method in METHODS:
+        for method in [m for m in entry if m != "n_users"]:
             cells = " | ".join(f"{entry[method][m]:.4f}" for m in metric_names)
             lines.append(f"| {segment} | {entry['n_users']:,} | {method} | {cells} |")
     config = details.get("recommender_config", {})

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PEER_BASELINES = ("popularity_tuned", "category_popularity", "item_knn", "ease", "als", "bpr")
 
 
 class TrainingSettings(BaseSettings):
@@ -43,6 +46,12 @@ class TrainingSettings(BaseSettings):
     evaluate_max_users: int = Field(
         20_000, ge=100, description="holdout users `recsys evaluate` scores (a seeded sample when there are more)"
     )
+    evaluate_baselines: Annotated[tuple[str, ...], NoDecode] = Field(
+        PEER_BASELINES,
+        description="peer baselines `recsys evaluate` tunes, fits and scores beside the ranker, comma-separated "
+        "(zadanie1/peer_baselines.py; empty: none)",
+    )
+    baseline_threads: int = Field(2, ge=1, description="threads of implicit's item-kNN, ALS and BPR")
     warm_threshold_events: int = Field(5, ge=0, description="more events than this = warm user")
     cold_trending_share: float = Field(0.0, ge=0, le=1, description="share of a cold user's list from trending")
 
@@ -65,6 +74,16 @@ class TrainingSettings(BaseSettings):
     # MLflow
     experiment_name: str = "recsys-ranker-comparison"
     mlflow_tracking_uri: str | None = Field(None, description="default: MLFLOW_TRACKING_URI or local sqlite")
+
+    @field_validator("evaluate_baselines", mode="before")
+    @classmethod
+    def _known_baselines(cls, value: Any) -> tuple[str, ...]:
+        names = [n.strip() for n in value.split(",")] if isinstance(value, str) else list(value)
+        names = [n for n in names if n]
+        unknown = sorted(set(names) - set(PEER_BASELINES))
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(PEER_BASELINES)}")
+        return tuple(names)
 
     def tracking_uri(self, artifacts_dir: Path) -> str:
         """``mlflow_tracking_uri`` > ``MLFLOW_TRACKING_URI`` > sqlite:///<artifacts>/mlflow/mlflow.db."""

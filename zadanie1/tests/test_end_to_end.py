@@ -16,6 +16,7 @@ from shared.event_loader import validate_events
 from zadanie1.candidate_generation import CandidateIndex
 from zadanie1.model_comparison import CLASSIFICATION_COLUMNS, MODEL_ORDER
 from zadanie1.offline_evaluation import evaluate_offline
+from zadanie1.peer_baselines import BASELINES
 from zadanie1.ranker_artifact import load_ranker
 from zadanie1.tests.conftest import fast_settings
 from zadanie1.training_pipeline import run_training
@@ -100,7 +101,7 @@ def test_train_logs_one_mlflow_run_per_model(trained) -> None:
             assert run.data.tags["model_file"] == expected
 
 
-def check_payload(payload: dict, n_train: int, n_test: int) -> None:
+def check_payload(payload: dict, n_train: int, n_test: int, baselines: tuple[str, ...] = BASELINES) -> None:
     assert set(payload) == {
         "k",
         "cutoff",
@@ -108,20 +109,30 @@ def check_payload(payload: dict, n_train: int, n_test: int) -> None:
         "n_test_events",
         "segments",
         "lift_precision_at_10_vs_popularity",
+        "lift_precision_at_10_vs_best_baseline",
     }
     assert payload["k"] == 10
     assert (payload["n_train_events"], payload["n_test_events"]) == (n_train, n_test)
-    assert set(payload["segments"]) == {"all", "cold_users", "warm_users"}
+    assert set(payload["segments"]) == {"all", "cold_users", "warm_users", "light_users", "returning_users"}
+    methods = ("model", "popularity", "random", *baselines)
     for entry in payload["segments"].values():
-        assert set(entry) == {"n_users", "model", "popularity", "random"}
-        for method in ("model", "popularity", "random"):
-            assert set(entry[method]) == METRIC_KEYS
+        assert set(entry) == {"n_users", *methods}
+        for method in methods:
+            assert set(entry[method]) == METRIC_KEYS | {"new_product_hit_share"}
             assert all(isinstance(v, float) and math.isfinite(v) for v in entry[method].values())
     segments = payload["segments"]
     assert segments["all"]["n_users"] == segments["cold_users"]["n_users"] + segments["warm_users"]["n_users"]
+    assert (
+        segments["warm_users"]["n_users"] == segments["light_users"]["n_users"] + segments["returning_users"]["n_users"]
+    )
     model_p = segments["all"]["model"]["precision_at_10"]
     popular_p = segments["all"]["popularity"]["precision_at_10"]
     assert payload["lift_precision_at_10_vs_popularity"] == pytest.approx((model_p - popular_p) / popular_p)
+    for segment, lift in payload["lift_precision_at_10_vs_best_baseline"].items():
+        rivals = {m: segments[segment][m]["precision_at_10"] for m in methods if m not in ("model", "random")}
+        best = max(rivals.values())
+        assert rivals[lift["best_baseline"]] == best
+        assert lift["lift"] == pytest.approx((segments[segment]["model"]["precision_at_10"] - best) / best)
 
 
 def test_evaluate_cli_writes_offline_eval_json_with_exactly_the_issue_shape(

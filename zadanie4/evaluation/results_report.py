@@ -242,17 +242,22 @@ def _content(report: ReportFile) -> Json:
     return report.content if report.content is not None else {}
 
 
+def _params_text(params: Json) -> str:
+    shown = {k: v for k, v in params.items() if k != "exclude_seen"}
+    text = ", ".join(f"{k}={v}" for k, v in shown.items())
+    seen = "seen products excluded" if params.get("exclude_seen") else "seen products allowed"
+    return f"({text + '; ' if text else ''}{seen})"
+
+
 def offline_body(details: Json, figure: str | None = None) -> Callable[[Json], list[str]]:
     def body(payload: Json) -> list[str]:
         k = int(payload["k"])
         lift = payload[f"lift_precision_at_{k}_vs_popularity"]
         names = [f"precision_at_{k}", f"hitrate_at_{k}", f"ndcg_at_{k}", f"map_at_{k}", "coverage"]
-        rows = []
+        segments = payload["segments"]
+        methods = [m for m in segments["all"] if m != "n_users"]
         segment_lifts = []
-        for segment, entry in payload["segments"].items():
-            for method in ("model", "popularity", "random"):
-                scores = entry[method]
-                rows.append([segment, fmt_count(entry["n_users"]), method, *(fmt_metric(scores[n]) for n in names)])
+        for segment, entry in segments.items():
             model_p, popular_p = entry["model"][names[0]], entry["popularity"][names[0]]
             segment_lifts.append(f"{segment} {fmt_pct(model_p / popular_p - 1, signed=True) if popular_p else 'n/a'}")
         stages = details.get("user_stages") or {}
@@ -263,17 +268,64 @@ def offline_body(details: Json, figure: str | None = None) -> Callable[[Json], l
             "",
             f"**Lift of precision@{k} vs popularity: {fmt_pct(lift, signed=True)}** (all evaluated users); "
             f"per segment: {', '.join(segment_lifts)}.",
+        ]
+        best = payload.get(f"lift_precision_at_{k}_vs_best_baseline") or {}
+        if best:
+            lines += [
+                "",
+                f"**Lift of precision@{k} vs the best baseline** (per segment, random excluded): "
+                + ", ".join(
+                    f"{seg} {fmt_pct(v['lift'], signed=True)} vs {v['best_baseline']}" for seg, v in best.items()
+                )
+                + ".",
+            ]
+        lines += [
+            "",
+            f"precision@{k} per segment (users: "
+            + ", ".join(f"{seg} {fmt_count(entry['n_users'])}" for seg, entry in segments.items())
+            + "):",
             "",
             *table(
-                ["segment", "users", "method", *(n.replace("_at_", "@") for n in names)],
-                rows,
-                "lrlrrrrr",
+                ["method", *segments],
+                [
+                    [m, *(fmt_metric(entry[m][names[0]]) if m in entry else "" for entry in segments.values())]
+                    for m in methods
+                ],
+                "l" + "r" * len(segments),
+            ),
+            "",
+            "All evaluated users:",
+            "",
+            *table(
+                ["method", *(n.replace("_at_", "@") for n in names), "new products' share of hits"],
+                [
+                    [
+                        m,
+                        *(fmt_metric(segments["all"][m][n]) for n in names),
+                        fmt_metric(segments["all"][m].get("new_product_hit_share")),
+                    ]
+                    for m in methods
+                ],
+                "l" + "r" * (len(names) + 1),
             ),
         ]
+        baselines = details.get("baselines") or {}
+        if baselines:
+            lines += [
+                "",
+                "Peer baselines (`zadanie1/peer_baselines.py`), each setting chosen by precision@"
+                f"{k} on a validation window at the end of the training period: "
+                + "; ".join(
+                    f"{name} {_params_text(facts.get('params', {}))}, fit {facts.get('fit_seconds', 0):g} s"
+                    for name, facts in baselines.items()
+                )
+                + ".",
+            ]
         if stages:
             lines += [
                 "",
                 "cold_users = no event before the cutoff (served by the cold-start path, as in the service); "
+                "light_users and returning_users split the others by the cold-start stage; "
                 f"evaluated users by stage: {fmt_count(stages.get('cold', 0))} cold, "
                 f"{fmt_count(stages.get('light', 0))} light, {fmt_count(stages.get('warm', 0))} warm.",
             ]
@@ -834,6 +886,31 @@ def offline_lift_requirement(reports: ReportSet) -> Requirement:
     )
 
 
+def best_baseline_requirement(reports: ReportSet) -> Requirement:
+    """Issue 23's bar: the ranker >= 1.10 x the best peer baseline, overall and for returning users."""
+
+    def measure() -> tuple[str, Verdict]:
+        payload = reports.offline.content
+        assert payload is not None
+        k = int(payload["k"])
+        best = payload.get(f"lift_precision_at_{k}_vs_best_baseline") or {}
+        chosen = {seg: best[seg] for seg in ("all", "returning_users") if seg in best}
+        if not chosen:
+            return "no peer baselines in offline_eval.json", "not measured"
+        text = "; ".join(
+            f"{seg} {fmt_pct(v['lift'], signed=True)} vs {v['best_baseline']}" for seg, v in chosen.items()
+        )
+        return text, _met(all(float(v["lift"]) >= MIN_CTR_LIFT for v in chosen.values()))
+
+    return _guarded_requirement(
+        f"ranker ≥ {fmt_pct(MIN_CTR_LIFT, signed=True, digits=0)} over the best peer baseline offline "
+        "(precision@k: all users, returning users)",
+        (OFFLINE_COMMAND,),
+        [reports.offline],
+        measure,
+    )
+
+
 def ab_lift_requirement(reports: ReportSet) -> Requirement:
     def measure() -> tuple[str, Verdict]:
         report = reports.ab.content
@@ -938,6 +1015,7 @@ def requirements(reports: ReportSet) -> list[Requirement]:
     return [
         latency_requirement(reports),
         offline_lift_requirement(reports),
+        best_baseline_requirement(reports),
         ab_lift_requirement(reports),
         consistency_requirement(reports),
         cold_users_requirement(reports),
