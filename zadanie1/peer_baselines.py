@@ -286,6 +286,7 @@ class BaselineSettings:
     ease_regularization: tuple[float, ...] = (100.0, 500.0, 2000.0)
     ease_max_items: int = 5000
     factors: tuple[int, ...] = (32, 64)
+    bpr_factors: tuple[int, ...] = (32,)  # BPR is single-threaded (see fit_factors): ~100 s per fit at 5 M events
     als_regularization: float = 0.05
     bpr_regularization: float = 0.01
     validation_days: float = 5.0
@@ -305,8 +306,10 @@ def grid(name: str, settings: BaselineSettings) -> list[dict[str, Any]]:
         base = [{"weighting": w, "neighbours": n} for w in ("cosine", "bm25") for n in settings.knn_neighbours]
     elif name == "ease":
         base = [{"regularization": r, "max_items": settings.ease_max_items} for r in settings.ease_regularization]
-    elif name in ("als", "bpr"):
+    elif name == "als":
         base = [{"factors": f} for f in settings.factors]
+    elif name == "bpr":
+        base = [{"factors": f} for f in settings.bpr_factors]
     else:
         raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     return [{**params, "exclude_seen": seen} for params in base for seen in (False, True)]

@@ -623,6 +623,18 @@ def scale_body(scale: Json) -> list[str]:
             f"Growth exponent b of wall time ~ events^b (1 = linear): total {growth['total_wall_exponent']:.2f}; "
             f"{exponents}.",
         ]
+    stamps = [(run["size"], run.get("run") or {}) for run in runs]
+    if any(stamp.get("commit") for _, stamp in stamps):
+        lines += [
+            "",
+            "Each size was measured on its own: "
+            + "; ".join(
+                f"{size} on commit `{stamp.get('commit')}` at {stamp.get('measured_at')}"
+                for size, stamp in stamps
+                if stamp
+            )
+            + ".",
+        ]
     floors = [(run["size"], run["machine_floor"]) for run in runs if run.get("machine_floor")]
     if floors:
         lines += [
