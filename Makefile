@@ -16,7 +16,7 @@ PORT ?= 8000
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help venv demo run test lint format serve serve-demo mlflow-ui mlflow-server bench loadtest ab reliability scale scale-serving report up down clean
+.PHONY: help venv demo run test lint format serve serve-demo mlflow-ui mlflow-server bench loadtest ab reliability evaluate-latent scale scale-serving report up down clean
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -93,6 +93,10 @@ reliability: $(STAMP) ## Fault injection, fuzzing, durability and auth scenarios
 	$(BIN)/python -m zadanie4.evaluation.reliability
 
 SIZES ?= 1m,5m,20m
+evaluate-latent: $(STAMP) ## Ranker vs peer baselines on a latent-factor shop (ground truth not the ranker's features) -> artifacts/evaluate_latent/
+	$(RECSYS) data generate --mode latent --users 6000 --products 2000 --out data/latent/events.parquet
+	$(RECSYS) evaluate --events data/latent/events.parquet --out artifacts/evaluate_latent --holdout-days 5
+
 scale: $(STAMP) ## Pipeline scale benchmark: recsys run on generated 1M/5M/20M-event shops (SIZES=1m,5m) -> artifacts/scale/
 	$(BIN)/python -m zadanie4.evaluation.scale.pipeline_scale --sizes $(SIZES)
 

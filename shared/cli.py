@@ -35,10 +35,18 @@ def generate_command(
     ground_truth: Path | None = typer.Option(
         None, help="Ground-truth folder; default 'ground_truth' beside the events file (data/ground_truth)."
     ),
+    mode: str = typer.Option(
+        "shop",
+        help="shop: the default generator (tastes, brands, prices; with its ground-truth click model for the A/B "
+        "simulator); latent: latent-factor tastes, 2-20 views per user, no ground truth (shared/latent_shop.py).",
+    ),
 ) -> None:
-    """Generate a synthetic event log and its ground-truth click model."""
+    """Generate a synthetic event log (and, in shop mode, its ground-truth click model)."""
     from shared.data_generator import GeneratorConfig, generate, is_generated_file, mark_generated_file, write_events
     from shared.settings import load_shared_settings
+
+    if mode not in ("shop", "latent"):
+        raise UserInputError(f"--mode must be shop or latent, got {mode!r}")
 
     settings = load_shared_settings()
     out = out or settings.default_events_path
@@ -47,6 +55,9 @@ def generate_command(
             f"{out} exists and was not written by `recsys data generate`: refusing to overwrite it. "
             "For your own events use `recsys run --events PATH`; to generate, choose another --out."
         )
+    if mode == "latent":
+        _generate_latent_shop(out, users=users, products=products, days=days, seed=seed)
+        return
     # Beside the events file, so generating another shop elsewhere never replaces the demo's ground truth.
     ground_truth = ground_truth or out.parent / settings.ground_truth_dir.name
     try:
@@ -63,6 +74,22 @@ def generate_command(
     mark_generated_file(out, shape)
     data.ground_truth.save(ground_truth)
     console.print(f"wrote {len(data.events):,} events to {out} and the ground truth to {ground_truth}")
+
+
+def _generate_latent_shop(out: Path, *, users: int, products: int, days: int, seed: int) -> None:
+    from shared.data_generator import mark_generated_file, write_events
+    from shared.latent_shop import LatentShopConfig, generate_latent_shop
+
+    try:
+        config = LatentShopConfig(n_users=users, n_products=products, days=days, seed=seed)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from exc
+    with step(f"generate a latent-factor shop: {users:,} users x {products:,} products x {days} days (seed {seed})"):
+        events = generate_latent_shop(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_events(events, out)
+    mark_generated_file(out, {"mode": "latent", "users": users, "products": products, "days": days, "seed": seed})
+    console.print(f"wrote {len(events):,} events to {out} (latent-factor shop: no ground-truth click model)")
 
 
 @data_app.command("validate")

@@ -34,6 +34,8 @@ from zadanie4.evaluation.bench.latency_summary import markdown_table
 REPORT_PATHS: Mapping[str, str] = {
     "offline": "evaluate/offline_eval.json",  # zadanie1/cli.py evaluate_command
     "offline_details": "evaluate/evaluation_details.json",
+    "offline_latent": "evaluate_latent/offline_eval.json",  # make evaluate-latent
+    "offline_latent_details": "evaluate_latent/evaluation_details.json",
     "ab": "ab/report.json",  # zadanie4/evaluation/ab/report.py write_outputs
     "ab_details": "ab/details.json",
     "consistency": "features/consistency.json",  # zadanie2/consistency_check.py write_result
@@ -50,6 +52,7 @@ REPORT_PATHS: Mapping[str, str] = {
 GATE_REPORT_GLOB = "registry/validation_*.json"  # zadanie3/gate_runner.py run_validation, one per version
 
 OFFLINE_COMMAND = "recsys evaluate --out artifacts/evaluate"
+OFFLINE_LATENT_COMMAND = "make evaluate-latent"
 AB_COMMAND = "make ab"
 CONSISTENCY_COMMAND = "recsys features check"
 BENCH_COMMAND = "make bench"
@@ -99,6 +102,8 @@ class ReportSet:
 
     offline: ReportFile
     offline_details: ReportFile
+    offline_latent: ReportFile
+    offline_latent_details: ReportFile
     ab: ReportFile
     ab_details: ReportFile
     consistency: ReportFile
@@ -1071,6 +1076,13 @@ def render_results(reports: ReportSet, figures: Mapping[str, str] | None = None)
         reports.offline,
         offline_body(_content(reports.offline_details), figures.get(OFFLINE_FIGURE)),
         stamp_from=reports.offline_details,
+    )
+    lines += section(
+        "Latent-factor shop: offline quality",
+        OFFLINE_LATENT_COMMAND,
+        reports.offline_latent,
+        offline_body(_content(reports.offline_latent_details)),
+        stamp_from=reports.offline_latent_details,
     )
     lines += section(
         "Simulated A/B test",
