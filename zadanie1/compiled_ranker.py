@@ -143,7 +143,8 @@ def compile_model(model_file: Path, object_path: Path) -> dict[str, Any]:
     """Compile, check against LightGBM, then commit the object and its sidecar (the CLI's work)."""
     import lightgbm as lgb
 
-    text = model_file.read_text()
+    raw = model_file.read_bytes()  # hashed as bytes, like load_ranker's model_sha256
+    text = raw.decode()
     booster = lgb.Booster(model_str=text)
     object_path.parent.mkdir(parents=True, exist_ok=True)
     staged = object_path.with_name(f".{object_path.name}.{os.getpid()}.tmp")
@@ -154,7 +155,7 @@ def compile_model(model_file: Path, object_path: Path) -> dict[str, Any]:
         if not error <= MAX_SCORE_ERROR:
             raise RuntimeError(f"compiled scores differ from LightGBM's by {error:.3g} (allowed {MAX_SCORE_ERROR})")
         facts = {
-            "model_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "model_sha256": hashlib.sha256(raw).hexdigest(),
             "object_sha256": _file_sha256(staged),
             "trees": int(booster.num_trees()),
             "max_score_error": error,

@@ -6,7 +6,7 @@ restart costs ~50 ms); missing, the model goes to a background thread that compi
 process (``python -m zadanie1.compiled_ranker``, which lowers its own CPU priority: compiling hundreds of trees
 takes tens of seconds of CPU that requests need more) and attaches the result when it has been checked.
 A failure (no lleaves for this platform, a compiler error, scores that differ) leaves the model on
-LightGBM and is logged once per model; it never affects a request.
+LightGBM, is logged once and is not retried for that model; it never affects a request.
 """
 
 from __future__ import annotations
@@ -39,33 +39,47 @@ class RankerCompiler:
         self._process: subprocess.Popen[bytes] | None = None
 
     def attach(self, artifact: Any) -> str:
-        """Use the cached compiled trees now, or queue their compilation; returns the model's status."""
+        """Use the cached compiled trees now, or queue their compilation; returns the model's status.
+
+        A model whose compilation failed is not tried again (its status says why). Every artifact of a
+        model still compiling is queued too: the worker finds the object its twin committed.
+        """
         model_file: Path | None = getattr(artifact, "model_file", None)
         sha: str | None = getattr(artifact, "model_sha256", None)
         if not self.enabled or model_file is None or sha is None:
             return "lightgbm"
         if artifact.compiled is not None:
             return "compiled"
-        from zadanie1.compiled_ranker import CompilationUnavailable, load_compiled, object_path_for
+        previous = self.status.get(sha, "")
+        if previous.startswith("failed"):
+            return previous
+        from zadanie1.compiled_ranker import CompilationUnavailable, object_path_for
 
         try:
             object_path = object_path_for(self.cache_dir, sha)
-            forest = load_compiled(object_path, model_file, artifact.booster, sha)
         except CompilationUnavailable as exc:
             return self._set(sha, f"failed: {exc}")
-        except Exception as exc:  # a stale or broken object: compile it again
-            log.warning("cached compiled ranker unusable (%s); compiling again", exc)
-            forest = None
-        if forest is not None:
-            artifact.compiled = forest
+        if self._attach_cached(artifact, object_path):
             return self._set(sha, "compiled")
         with self._lock:
-            if self.status.get(sha) == "compiling":
-                return "compiling"
             self.status[sha] = "compiling"
             self._ensure_worker()
         self._queue.put((artifact, sha, object_path))
         return "compiling"
+
+    def _attach_cached(self, artifact: Any, object_path: Path) -> bool:
+        """Attach the committed, checked object of ``artifact``'s model when there is one."""
+        from zadanie1.compiled_ranker import load_compiled
+
+        try:
+            forest = load_compiled(object_path, artifact.model_file, artifact.booster, artifact.model_sha256)
+        except Exception as exc:  # a stale or broken object: it is compiled again
+            log.warning("cached compiled ranker unusable (%s); compiling again", exc)
+            return False
+        if forest is None:
+            return False
+        artifact.compiled = forest
+        return True
 
     def status_of(self, artifact: Any) -> str:
         """``compiled`` | ``compiling`` | ``lightgbm`` | ``failed: ...`` for a loaded ranker."""
@@ -116,6 +130,8 @@ class RankerCompiler:
     def _compile_and_attach(self, artifact: Any, object_path: Path) -> str:
         from zadanie1.compiled_ranker import load_compiled
 
+        if self._attach_cached(artifact, object_path):  # an earlier job of the same model committed it
+            return "compiled"
         started = time.monotonic()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "zadanie1.compiled_ranker", str(artifact.model_file), str(object_path)],

@@ -65,6 +65,17 @@ def test_a_ranker_is_compiled_in_the_background_then_loaded_from_the_cache(ranke
         restarted.close()
 
 
+def test_two_loads_of_one_model_while_it_compiles_both_end_compiled(ranker_dir: Path, tmp_path: Path) -> None:
+    first, second = load_ranker(ranker_dir), load_ranker(ranker_dir)  # e.g. champion and challenger on one version
+    compiler = RankerCompiler(tmp_path / "cache")
+    try:
+        assert compiler.attach(first) == "compiling" and compiler.attach(second) == "compiling"
+        assert compiler.wait_idle(120)
+        assert first.scorer == "compiled" and second.scorer == "compiled"
+    finally:
+        compiler.close()
+
+
 def test_a_failed_compilation_keeps_lightgbm_and_says_why(ranker_dir: Path, tmp_path: Path) -> None:
     artifact = load_ranker(ranker_dir)
     broken = tmp_path / "model.txt"
@@ -76,6 +87,8 @@ def test_a_failed_compilation_keeps_lightgbm_and_says_why(ranker_dir: Path, tmp_
         assert compiler.wait_idle(120)
         assert compiler.status_of(artifact).startswith("failed: ")
         assert artifact.scorer == "lightgbm" and artifact.score(_matrix()).shape == (64,)
+        assert compiler.attach(artifact).startswith("failed: ")  # a reload does not compile it again
+        assert compiler._queue.unfinished_tasks == 0
     finally:
         compiler.close()
     assert RankerCompiler(tmp_path / "off", enabled=False).attach(load_ranker(ranker_dir)) == "lightgbm"
