@@ -19,7 +19,7 @@ from typing import Any
 
 from zadanie4.evaluation.bench import serving_setup as setup
 from zadanie4.evaluation.bench.latency_summary import markdown_table
-from zadanie4.evaluation.bench.open_loop_load import RequestSpec, run_closed_loop, run_open_loop
+from zadanie4.evaluation.bench.open_loop_load import run_closed_loop, run_open_loop
 
 # Generator settings shared with the default data (`recsys data generate` defaults) except products.
 DEFAULT_GENERATOR = {"users": 3000, "days": 28, "seed": 42}
@@ -98,15 +98,7 @@ def measure_service(
     try:
         rss_ready = server.rss_mib()
         model = setup.get_json(server.base_url + "/model")
-        specs = [
-            RequestSpec(
-                "GET",
-                f"{server.base_url}/recommend?user_id={u}&k={k}",
-                marker=setup.DEGRADED_BODY_MARKER,
-                marker_label="degraded",
-            )
-            for u in user_ids
-        ]
+        specs = setup.recommend_specs(server.base_url, user_ids, k)
         run_open_loop(specs, 100.0, warmup_s, timeout_s=timeout_s)
         row: dict[str, Any] = {
             "label": label,

@@ -514,15 +514,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         json_headers = {"content-type": "application/json"}
         specs = {
             "health": [RequestSpec("GET", f"{service.base_url}/health/live")],
-            "recommend": [
-                RequestSpec(
-                    "GET",
-                    f"{service.base_url}/recommend?user_id={u}&k={config.k}",
-                    marker=setup.DEGRADED_BODY_MARKER,
-                    marker_label="degraded",
-                )
-                for u in candidates
-            ],
+            "recommend": setup.recommend_specs(service.base_url, list(candidates), config.k),
             "feast_feature_server": [
                 RequestSpec(
                     "POST", f"{feast.base_url}/get-online-features", feast_request_body(u, ids, refs), json_headers

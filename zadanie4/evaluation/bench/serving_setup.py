@@ -24,6 +24,7 @@ from pathlib import Path
 from shared.errors import UserInputError
 from shared.proc_status import status_kib
 from zadanie4.evaluation.bench.latency_summary import interference
+from zadanie4.evaluation.bench.open_loop_load import RequestSpec
 
 BIN_DIR = Path(sys.executable).parent
 # A /recommend answered from the popularity fallback (store slow/down, no model) scored nothing: counted apart.
@@ -345,6 +346,16 @@ def start_service(
     wait_until_ready(server, "/health/ready", ready_timeout_s)
     wait_for_scorer(server, compile_timeout_s)
     return server
+
+
+def recommend_specs(base_url: str, user_ids: Sequence[int], k: int) -> list[RequestSpec]:
+    """One ``GET /recommend?user_id=<u>&k=<k>`` per user; degraded (fallback) answers are counted apart."""
+    return [
+        RequestSpec(
+            "GET", f"{base_url}/recommend?user_id={u}&k={k}", marker=DEGRADED_BODY_MARKER, marker_label="degraded"
+        )
+        for u in user_ids
+    ]
 
 
 def wait_for_scorer(server: ServerProcess, timeout_s: float) -> str:

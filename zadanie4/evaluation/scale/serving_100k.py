@@ -30,7 +30,6 @@ from shared.errors import UserInputError
 from shared.run_stamp import run_stamp
 from zadanie4.evaluation.bench import serving_setup as setup
 from zadanie4.evaluation.bench.machine_floor import measure_machine_floor
-from zadanie4.evaluation.bench.open_loop_load import RequestSpec
 from zadanie4.evaluation.bench.scaling_benchmark import measure_service
 from zadanie4.evaluation.bench.serving_benchmark import (
     BENCH_REDIS_URL,
@@ -107,15 +106,7 @@ def profile_requests(env: Mapping[str, str], users: Sequence[int], out_dir: Path
     config = BenchConfig(n_candidates=150, profile_load_rps=100.0, profile_s=10.0)
     server = setup.start_service(env, log_path, cores="0")
     try:
-        specs = [
-            RequestSpec(
-                "GET",
-                f"{server.base_url}/recommend?user_id={u}&k={config.k}",
-                marker=setup.DEGRADED_BODY_MARKER,
-                marker_label="degraded",
-            )
-            for u in users
-        ]
+        specs = setup.recommend_specs(server.base_url, users, config.k)
         return {"scorer": server.info.get("scorer"), **profile_service(server, specs, config, out_dir, log_path)}
     finally:
         server.stop()
