@@ -193,20 +193,19 @@ def evaluate_offline(
     catalogue = state.tables.product_stats.index.to_numpy(dtype=np.int64)
     rng = np.random.default_rng(settings.seed)
     lists: dict[str, list[list[int]]] = {m: [] for m in METHODS}
-    stages: dict[str, int] = {"cold": 0, "light": 0, "warm": 0}
     user_stages: list[str] = []
     mark = time.perf_counter()
     iterate = track(users, "recommend for holdout users") if track else users
     for user in iterate:
         row = state.user_rows.get(user)
         user_stages.append(user_stage(row["user_n_events"] if row else 0, config.cold_start))
-        stages[user_stages[-1]] += 1
         purchased = set(row["user_purchased_product_ids"]) if row else set()
         lists["model"].append(state.recommend(user, ranker, k, config))
         lists["popularity"].append(state.popularity.top(k, exclude=purchased))
         lists["random"].append(_random_list(rng, catalogue, k, purchased))
     timings["recommend_seconds"] = time.perf_counter() - mark
     timings["recommend_ms_per_user"] = 1000 * timings["recommend_seconds"] / max(len(users), 1)
+    stages = {stage: user_stages.count(stage) for stage in ("cold", "light", "warm")}
 
     mark = time.perf_counter()
     baselines = _peer_baselines(events, cutoff, users, settings, k)

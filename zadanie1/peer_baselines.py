@@ -116,6 +116,7 @@ class Baseline:
     def recommend(self, user_ids: Sequence[int], k: int) -> list[list[int]]:
         rows = self.data.rows_of(user_ids)
         out: list[list[int]] = []
+        fallback_order = np.lexsort((self.data.product_ids, -self.popularity))  # popularity desc, id asc
         batch_size = max(1, SCORE_BLOCK_CELLS // max(len(self.data.product_ids), 1))
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
@@ -123,13 +124,12 @@ class Baseline:
             block = np.zeros((len(batch), len(self.data.product_ids)), dtype=np.float64)
             if self.scorer is not None and known.any():
                 block[known] = self.scorer.scores(batch[known])
-            out.extend(self._top(block, batch, k))
+            out.extend(self._top(block, batch, k, fallback_order))
         return out
 
-    def _top(self, block: np.ndarray, rows: np.ndarray, k: int) -> Iterable[list[int]]:
+    def _top(self, block: np.ndarray, rows: np.ndarray, k: int, fallback_order: np.ndarray) -> Iterable[list[int]]:
         ids, pop = self.data.product_ids, self.popularity
         never = self.data.touched if self.exclude_seen else self.data.purchased
-        fallback_order = np.lexsort((ids, -pop))
         for scores, row in zip(block, rows, strict=True):
             blocked = never.indices[never.indptr[row] : never.indptr[row + 1]] if row >= 0 else np.empty(0, np.int32)
             scores = scores.copy()
@@ -164,24 +164,38 @@ class CategoryPopularity:
     data: Interactions
     popularity: np.ndarray
     top_categories: int = 3
+    # derived once from data and popularity (__post_init__), used by every batch
+    _codes: np.ndarray = field(init=False, repr=False)  # category ids, sorted (-1 = unknown)
+    _category_index: np.ndarray = field(init=False, repr=False)  # per product: index into _codes
+    _within: np.ndarray = field(init=False, repr=False)  # per product: share of its category's popularity
+    _product_to_category: sp.csr_matrix = field(init=False, repr=False)
 
-    def scores(self, rows: np.ndarray) -> np.ndarray:
+    def __post_init__(self) -> None:
         categories = self.data.product_category
         codes, category_index = np.unique(categories, return_inverse=True)
         per_category = np.bincount(category_index, weights=self.popularity, minlength=len(codes))
         totals = per_category[category_index]
         within = np.divide(self.popularity, totals, out=np.zeros_like(self.popularity), where=totals > 0)
-        user_weight = self.data.matrix[rows] @ sp.csr_matrix(
+        indicator = sp.csr_matrix(
             (np.ones(len(categories)), (np.arange(len(categories)), category_index)),
             shape=(len(categories), len(codes)),
         )
-        user_weight = np.asarray(user_weight.todense())
-        user_weight[:, codes < 0] = 0.0
+        for name, value in (
+            ("_codes", codes),
+            ("_category_index", category_index),
+            ("_within", within),
+            ("_product_to_category", indicator),
+        ):
+            object.__setattr__(self, name, value)
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        user_weight = np.asarray((self.data.matrix[rows] @ self._product_to_category).todense())
+        user_weight[:, self._codes < 0] = 0.0
         if user_weight.shape[1] > self.top_categories:  # keep each user's top categories only
             cut = np.partition(user_weight, -self.top_categories, axis=1)[:, -self.top_categories][:, None]
             user_weight[user_weight < cut] = 0.0
         shares = user_weight / np.maximum(user_weight.sum(axis=1, keepdims=True), 1e-12)
-        return shares[:, category_index] * within[None, :]
+        return shares[:, self._category_index] * self._within[None, :]
 
 
 @dataclass(frozen=True)
