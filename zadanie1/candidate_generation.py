@@ -271,7 +271,7 @@ class CandidateIndex:
             return []
         ids = np.concatenate(id_parts)
         scores = np.concatenate(score_parts).astype(np.float64)
-        order, first = _groups(ids)
+        order, first = stable_groups(ids)
         unique = ids[order][first]
         # summed in the ids' original order within each group (stable sort), as np.unique's inverse would
         totals = np.bincount(np.cumsum(first) - 1, weights=scores[order], minlength=len(unique))
@@ -285,7 +285,7 @@ class CandidateIndex:
             return []
         priority = np.concatenate([(np.arange(len(ids)) + 1.0) * (i + 1) for i, ids in enumerate(lists)])
         ordered = np.concatenate(lists)[np.argsort(priority, kind="stable")]
-        order, first = _groups(ordered)
+        order, first = stable_groups(ordered)
         if not first.all():  # a product listed twice keeps its first place
             ordered = ordered[np.sort(order[first])]
         return ordered[:n].tolist()
@@ -491,7 +491,7 @@ def _nanoseconds(times: pd.Series) -> np.ndarray:
     return np.asarray(times.dt.as_unit("ns").array.asi8, dtype=np.int64)
 
 
-def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def stable_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A stable sort of ``values`` and the mask of each equal run's first element in sorted order.
 
     What ``np.unique(return_index/return_inverse)`` computes, without its overhead: for the few hundred
