@@ -326,22 +326,18 @@ class RedisFeatureReader:
     ) -> dict[int, FeatureRow]:
         """The replies of :meth:`user_products_command` -> rows of the pairs that exist.
 
-        Decoded a column (feature) at a time, one protobuf parse per feature for all the pairs
-        (``decode_column``, which falls back to per-value decoding whenever a value is missing or of
-        another type); values come back as Python numbers, as the per-value path gives them.
+        Decoded a column (feature) at a time like the product block (``_decode_found``; per-value
+        decoding whenever a value is missing or of another type); values come back as Python numbers,
+        as the per-value path gives them.
         """
         ids = _as_int_ids(product_ids)
-        present = [i for i, raws in enumerate(replies) if raws.count(None) != len(raws)]
-        if not present:
+        found, columns = self._decode_found(fd.USER_PRODUCT_INTERACTIONS, replies)
+        if not found:
             return {}
-        columns = [
-            self._decoder.decode_column([replies[i][j] for i in present], spec.dtype)
-            for j, spec in enumerate(self._specs[fd.USER_PRODUCT_INTERACTIONS])
-        ]
-        values = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns]
+        values = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns.values()]
         return {
             ids[i]: dict(zip(_PAIR_FEATURES, row, strict=True))
-            for i, row in zip(present, zip(*values, strict=True), strict=True)
+            for i, row in zip(found, zip(*values, strict=True), strict=True)
         }
 
     def read_products(self, product_ids: Sequence[int]) -> pd.DataFrame:
@@ -367,15 +363,22 @@ class RedisFeatureReader:
             return empty_stats_frame(view)
         encoder = self._keys[view]
         replies = self._hmget_many([encoder.key(i) for i in wanted], self._fields[view])
-        n_fields = len(self._specs[view])
-        found = [i for i, raws in enumerate(replies) if raws.count(None) != n_fields]
+        found, data = self._decode_found(view, replies)
+        return stats_frame(view, [wanted[i] for i in found], data)
+
+    def _decode_found(
+        self, view: str, replies: Sequence[Sequence[bytes | None]]
+    ) -> tuple[list[int], dict[str, np.ndarray | list[Any]]]:
+        """Positions of the replies with at least one value (entities that exist), and their features
+        decoded a column at a time (one protobuf parse per feature, see ``_ValueDecoder.decode_column``)."""
+        found = [i for i, raws in enumerate(replies) if raws.count(None) != len(raws)]
         rows = [replies[i] for i in found]
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in self._specs[view]]
         data = {
             spec.name: self._decoder.decode_column(column, spec.dtype)
             for spec, column in zip(self._specs[view], columns, strict=True)
         }
-        return stats_frame(view, [wanted[i] for i in found], data)
+        return found, data
 
     def _hmget_many(self, keys: Sequence[bytes], fields: Sequence[bytes]) -> list[list[bytes | None]]:
         """One HMGET per key, all written in one packet and read back in order (one round trip).
